@@ -1,0 +1,23 @@
+"""chimera_lab: distributed data pipelines and distributed machine learning, Jupyter-first."""
+
+from .datachunk import DataChunk
+from .graph import Graph, GraphError
+from .manager import CommitError, Manager, ManagerError, Tap, send_by_value
+from .node import Node
+from .worker import Worker, WorkerError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CommitError",
+    "DataChunk",
+    "Graph",
+    "GraphError",
+    "Manager",
+    "ManagerError",
+    "Node",
+    "Tap",
+    "Worker",
+    "WorkerError",
+    "send_by_value",
+]

@@ -1,0 +1,704 @@
+"""Manager: the control plane. Workers connect to its ROUTER; it commits graphs, starts, stops, watches.
+
+Its loop runs on a daemon thread, so the public API (synchronous, like the seed's) never blocks a
+notebook longer than the operation asked for. Data never passes through it, except what a `tap` asks for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import networkx as nx
+import zmq
+
+from . import wire
+from .datachunk import DataChunk
+from .graph import Graph, GraphError
+
+log = logging.getLogger("chimera_lab.manager")
+
+HEARTBEAT_TIMEOUT = 3.0  # a worker silent this long is lost
+EVENT_PERIOD = 0.25  # metrics events at most this often (4 Hz)
+_LOCAL: dict[tuple[str, int], bytes] = {}  # Managers of this process: in-process workers find their key here
+
+
+def local_manager_key(host: str, port: int) -> bytes | None:
+    """The key of a Manager running in this process at host:port, if any."""
+    return _LOCAL.get(("127.0.0.1" if host in ("localhost", "") else host, port))
+
+
+def send_by_value(module: Any) -> None:
+    """Ship the classes of `module` by value, so workers that cannot import it still run its nodes."""
+    cloudpickle.register_pickle_by_value(module)
+
+
+class ManagerError(RuntimeError):
+    """A Manager operation failed; the message says what and what to do."""
+
+
+class CommitError(ManagerError):
+    """A node could not be started; `.node` names it and `.remote_traceback` holds the worker's traceback."""
+
+    def __init__(self, message: str, node: str | None = None, remote_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.remote_traceback = remote_traceback
+
+
+@dataclass
+class WorkerInfo:
+    """What the Manager knows of one worker."""
+
+    name: str
+    ident: bytes
+    hostname: str = ""
+    pid: int = 0
+    cwd: str = ""
+    mode: str = "process"
+    state: str = "connected"
+    last_seen: float = 0.0
+    offset: float = 0.0
+    rtt: float | None = None
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeInfo:
+    """What the Manager knows of one node."""
+
+    name: str
+    worker: str
+    kind: str
+    state: str = "spawning"
+    pid: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+    error_count: int = 0
+
+
+class Manager:
+    """Commits a Graph onto connected Workers and starts, stops and watches it.
+
+    ``Manager(host="127.0.0.1", port=9000)``: if the port is taken another free one is used (and
+    logged); ``port=0`` takes any free port. ``token`` fixes the cluster key (default: a new random one).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, logdir: str | Path | None = None,
+                 token: str | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
+        self.host = "127.0.0.1" if host == "localhost" else host
+        self._key = wire.key_from_token(token) if token else wire.new_key()
+        self.signer = wire.Signer(self._key)
+        self.logdir = Path(logdir) if logdir is not None else Path.cwd() / "chimera-logs"
+        self.heartbeat_timeout = heartbeat_timeout
+        self.ctx = zmq.Context.instance()
+        self._router = self.ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.port = self._bind(port)
+        self._lock = threading.RLock()
+        self.workers: dict[str, WorkerInfo] = {}
+        self._by_ident: dict[bytes, str] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+        self.graph: Graph | None = None
+        self.mapping: dict[str, list[str]] = {}
+        self.state = "idle"
+        self.forged = 0
+        self._rejected: set[bytes] = set()
+        self._pending: dict[str, tuple[Future[dict[str, Any]], str | None, str]] = {}
+        self._ids = itertools.count(1)
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._metrics_dirty = False
+        self._calls: deque[Callable[[], None]] = deque()
+        wake_addr = f"inproc://chimera-manager-{uuid.uuid4().hex}"
+        self._wake_in = self.ctx.socket(zmq.PULL)
+        self._wake_in.bind(wake_addr)
+        self._wake_out = self.ctx.socket(zmq.PUSH)
+        self._wake_out.connect(wake_addr)
+        self._wake_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"chimera-manager-{self.port}", daemon=True)
+        self._thread.start()
+        _LOCAL[(self.host, self.port)] = self._key
+        log.info("Server started at Port %d", self.port)
+
+    def _bind(self, port: int) -> int:
+        if port:
+            try:
+                self._router.bind(f"tcp://{self.host}:{port}")
+                return port
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE:
+                    raise ManagerError(f"cannot listen on {self.host}:{port}: {exc}") from None
+                chosen = self._router.bind_to_random_port(f"tcp://{self.host}")
+                log.warning("Port %d is taken; the Manager uses port %d instead", port, chosen)
+                return chosen
+        return self._router.bind_to_random_port(f"tcp://{self.host}")
+
+    # ---------------------------------------------------------------------------------------------
+    # identity and how to join
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def token(self) -> str:
+        """The secret a remote worker presents (``cp-worker --token`` or ``CHIMERA_TOKEN``)."""
+        return self._key.hex()
+
+    def worker_command(self, name: str = "remote") -> str:
+        """The exact ``cp-worker`` line to run on another machine to join this Manager."""
+        return f"cp-worker --ip {self.host} --port {self.port} --name {name} --token {self.token}"
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<Manager {self.host}:{self.port} {self.state}, workers: {', '.join(self.workers) or 'none'}>"
+
+    # ---------------------------------------------------------------------------------------------
+    # calls into the loop thread
+    # ---------------------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], None]) -> None:
+        if self._closing.is_set():
+            raise ManagerError("this Manager has been shut down; create a new one")
+        self._calls.append(fn)
+        with self._wake_lock:
+            self._wake_out.send(b"")
+
+    def _request(self, worker: str, msg: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> Future[dict[str, Any]]:
+        fut: Future[dict[str, Any]] = Future()
+        rid = f"r{next(self._ids)}"
+        msg = {**msg, "id": rid}
+
+        def send() -> None:
+            self._pending[rid] = (fut, msg.get("node") or msg.get("name"), worker)
+            if not self._send(worker, msg, blobs):
+                self._pending.pop(rid, None)
+                fut.set_result({"ok": False, "error": f"worker {worker!r} is not connected"})
+
+        self._call(send)
+        return fut
+
+    def _send(self, worker: str, msg: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> bool:
+        """Send to a worker (loop thread only); False if it is not reachable."""
+        info = self.workers.get(worker)
+        if info is None or info.state != "connected":
+            return False
+        try:
+            self._router.send_multipart([info.ident, *wire.encode_control(self.signer, msg, blobs)])
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def _to_node(self, node: str, msg: dict[str, Any]) -> None:
+        """Send a command to a node through its worker (any thread)."""
+        info = self.nodes.get(node)
+        if info is not None:
+            self._call(lambda: self._send(info.worker, {**msg, "node": node}))
+
+    def _wait(self, futures: Mapping[str, Future[dict[str, Any]]], timeout: float,
+              what: str) -> dict[str, dict[str, Any]]:
+        """Replies by node; a node that does not answer in time gets an error reply."""
+        deadline = time.monotonic() + timeout
+        out = {}
+        for node, fut in futures.items():
+            try:
+                out[node] = fut.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                out[node] = {"ok": False, "error": f"no answer to {what} within {timeout:.0f} s"}
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    # the loop (background thread)
+    # ---------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._wake_in, zmq.POLLIN)
+        next_tick = 0.0
+        try:
+            while not self._closing.is_set():
+                events = dict(poller.poll(50))
+                if self._wake_in in events:
+                    while True:
+                        try:
+                            self._wake_in.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                while self._calls:
+                    try:
+                        self._calls.popleft()()
+                    except Exception:
+                        log.exception("Manager: internal call failed")
+                if self._router in events:
+                    for _ in range(1000):
+                        try:
+                            frames = self._router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            self._on_message(frames)
+                        except Exception:
+                            log.exception("Manager: failed to handle a message")
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + EVENT_PERIOD
+                    self._tick(now)
+        finally:
+            for fut, _, _ in self._pending.values():
+                if not fut.done():
+                    fut.set_result({"ok": False, "error": "the Manager shut down"})
+            self._router.close(0)
+            self._wake_in.close(0)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        ident = frames[0]
+        try:
+            msg, _ = wire.decode_control(self.signer, frames[1:])
+        except wire.AuthError:
+            with self._lock:
+                self.forged += 1
+            if ident not in self._by_ident and ident not in self._rejected:
+                self._rejected.add(ident)
+                reason = b"the token does not match this Manager's (use manager.token)"
+                try:
+                    self._router.send_multipart([ident, b"CHIMERA-REJECT", reason])
+                except zmq.ZMQError:
+                    pass
+            log.warning("Manager: dropped an unsigned or forged message (%d so far)", self.forged)
+            return
+        op = msg["op"]
+        if op == "hello":
+            self._on_hello(ident, msg)
+            return
+        wname = self._by_ident.get(ident)
+        if wname is None:
+            return
+        worker = self.workers[wname]
+        worker.last_seen = time.monotonic()
+        if worker.state == "lost":
+            worker.state = "connected"
+            self._emit({"type": "worker", "worker": wname, "state": "connected"})
+        handler = getattr(self, f"_on_{op}", None)
+        if handler is not None:
+            handler(worker, msg)
+
+    def _on_hello(self, ident: bytes, msg: dict[str, Any]) -> None:
+        name = msg["name"]
+        with self._lock:
+            old = self.workers.get(name)
+            if old is not None and old.state == "connected" and old.ident != ident:
+                self._router.send_multipart([ident, *wire.encode_control(
+                    self.signer, {"op": "reject", "reason": f"a worker named {name!r} is already connected; "
+                                  "choose another --name"})])
+                return
+            if old is not None:
+                self._by_ident.pop(old.ident, None)
+            self.workers[name] = WorkerInfo(name=name, ident=ident, hostname=msg.get("hostname", ""),
+                                            pid=msg.get("pid", 0), cwd=msg.get("cwd", ""),
+                                            mode=msg.get("mode", "process"), last_seen=time.monotonic())
+            self._by_ident[ident] = name
+        self._send(name, {"op": "welcome"})
+        log.info("Manager: worker %r connected (pid %s on %s)", name, msg.get("pid"), msg.get("hostname"))
+        self._emit({"type": "worker", "worker": name, "state": "connected"})
+
+    def _on_ping(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        self._send(worker.name, {"op": "pong", "t1": msg["t1"], "t2": time.time()})
+
+    def _on_clock(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        worker.offset, worker.rtt = msg["offset"], msg["rtt"]
+
+    def _on_reply(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        entry = self._pending.pop(msg["re"], None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(msg)
+
+    def _on_state(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        self._set_node_state(msg["node"], msg["state"])
+
+    def _on_metrics(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        info = self.nodes.get(msg["node"])
+        if info is not None:
+            with self._lock:
+                info.metrics = msg
+            self._metrics_dirty = True
+
+    def _on_error(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        info = self.nodes.get(msg["node"])
+        if info is None:
+            return
+        entry = {"time": time.time(), "error": msg["error"], "traceback": msg.get("tb", "")}
+        with self._lock:
+            info.errors.append(entry)
+            info.error_count = msg.get("count", info.error_count + 1)
+        if info.error_count <= 3 or info.error_count % 100 == 0:
+            log.error("node %r on worker %r: %s (%d errors so far)\n%s", info.name, worker.name, msg["error"],
+                      info.error_count, msg.get("tb", ""))
+        self._emit({"type": "error", "node": info.name, "error": msg["error"], "traceback": msg.get("tb", ""),
+                    "count": info.error_count})
+
+    def _on_node_exit(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        node = msg["node"]
+        error = f"the process of node {node!r} on worker {worker.name!r} exited unexpectedly (code {msg['code']})"
+        for rid, (fut, target, _) in list(self._pending.items()):
+            if target == node and not fut.done():
+                del self._pending[rid]
+                fut.set_result({"ok": False, "error": error})
+        info = self.nodes.get(node)
+        if info is not None:
+            self._on_error(worker, {"node": node, "error": error})
+            self._set_node_state(node, "crashed")
+            self._peers_lost([node])
+
+    def _on_bye(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        worker.state = "disconnected"
+        self._worker_gone(worker, "disconnected")
+
+    def _tick(self, now: float) -> None:
+        for w in list(self.workers.values()):
+            if w.state == "connected" and now - w.last_seen > self.heartbeat_timeout:
+                log.error("Manager: worker %r silent for %.1f s: lost", w.name, now - w.last_seen)
+                w.state = "lost"
+                self._emit({"type": "worker", "worker": w.name, "state": "lost"})
+                self._worker_gone(w, "lost")
+        if self._metrics_dirty:
+            self._metrics_dirty = False
+            self._emit({"type": "metrics", "metrics": self.metrics()})
+
+    def _worker_gone(self, worker: WorkerInfo, state: str) -> None:
+        lost = [n for n, i in self.nodes.items() if i.worker == worker.name and i.state not in ("finished",)]
+        for n in lost:
+            self._set_node_state(n, "lost")
+        for rid, (fut, _, wname) in list(self._pending.items()):
+            if wname == worker.name and not fut.done():
+                del self._pending[rid]
+                fut.set_result({"ok": False, "error": f"worker {worker.name!r} was {state}"})
+        self._peers_lost(lost)
+
+    def _peers_lost(self, lost: list[str]) -> None:
+        """Tell the live neighbours of lost nodes to stop sending to / waiting for them."""
+        if self.graph is None:
+            return
+        for name in lost:
+            try:
+                node = self.graph.get_node(name)
+            except KeyError:
+                continue
+            for peer in itertools.chain(self.graph.predecessors(node), self.graph.successors(node)):
+                info = self.nodes.get(peer.name)
+                if info is not None and info.state not in ("lost", "crashed"):
+                    self._send(info.worker, {"op": "unwire", "node": peer.name, "peer": name})
+
+    def _set_node_state(self, node: str, state: str) -> None:
+        info = self.nodes.get(node)
+        if info is None or info.state == state:
+            return
+        with self._lock:
+            info.state = state
+        self._emit({"type": "node", "node": node, "state": state})
+
+    # ---------------------------------------------------------------------------------------------
+    # events
+    # ---------------------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `callback(event)` on every state, error and (≤ 4 Hz) metrics event; returns an unsubscribe."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event["time"] = time.time()
+        for cb in list(self._subscribers):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("Manager: an event subscriber failed")
+
+    # ---------------------------------------------------------------------------------------------
+    # the public lifecycle
+    # ---------------------------------------------------------------------------------------------
+    def wait_for_workers(self, names: Iterable[str], timeout: float = 10.0) -> None:
+        """Block until every named worker is connected."""
+        names = list(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = [n for n in names if n not in self.workers or self.workers[n].state != "connected"]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise ManagerError(f"workers not connected after {timeout:.0f} s: {', '.join(missing)}")
+            time.sleep(0.02)
+
+    def commit_graph(self, graph: Graph, mapping: Mapping[str, Iterable[Any]], timeout: float = 60.0) -> None:
+        """Start every node on its worker and wire them; returns once all are ready (prep done)."""
+        if not isinstance(graph, Graph):
+            raise GraphError(f"commit_graph needs a chimera_lab.Graph, got {type(graph).__name__}")
+        if self.graph is not None:
+            self.reset()
+        connected = [w for w, i in self.workers.items() if i.state == "connected"]
+        by_worker = graph.validate(mapping, workers=connected)
+        t0 = time.monotonic()
+        blobs = {}
+        for node in graph.nodes:
+            try:
+                blobs[node.name] = cloudpickle.dumps(node)
+            except Exception as exc:
+                raise GraphError(f"node {node.name!r} cannot be sent to a worker: {exc}; keep only picklable "
+                                 "configuration in __init__ and open resources in prep()") from exc
+        with self._lock:
+            self.nodes = {}
+            for worker, names in by_worker.items():
+                for name in names:
+                    self.nodes[name] = NodeInfo(name, worker, graph.kind(graph.get_node(name)))
+            self.graph, self.mapping = graph, by_worker
+            for w in self.workers.values():
+                w.nodes = list(by_worker.get(w.name, []))
+        self.state = "committing"
+        futs = {}
+        for worker, names in by_worker.items():
+            for name in names:
+                node = graph.get_node(name)
+                cfg = {"kind": graph.kind(node), "inputs": graph.inputs(node)}
+                futs[name] = self._request(worker, {"op": "spawn", "name": name, "config": cfg}, (blobs[name],))
+        replies = self._wait(futs, timeout, "commit (prep)")
+        failed = {n: r for n, r in replies.items() if not r.get("ok")}
+        if failed:
+            self._abort_commit()
+            name, r = next(iter(failed.items()))
+            others = f" (also failed: {', '.join(n for n in failed if n != name)})" if len(failed) > 1 else ""
+            tb = r.get("tb")
+            raise CommitError(
+                f"node {name!r} on worker {self.nodes.get(name, NodeInfo(name, '?', '?')).worker!r} failed to "
+                f"start: {r.get('error')}{others}" + (f"\n\nRemote traceback:\n{tb}" if tb else ""),
+                node=name, remote_traceback=tb)
+        for name, r in replies.items():
+            self.nodes[name].pid = r.get("pid")
+            self._set_node_state(name, "ready")
+        addrs = {name: r["inputs"] for name, r in replies.items()}
+        wires = {}
+        for u in graph.nodes:
+            outs = [{"dst": v.name, "addr": addrs[v.name][u.name], "policy": d["policy"]}
+                    for _, v, d in graph.out_edges(u, data=True)]
+            if outs:
+                wires[u.name] = self._request(self.nodes[u.name].worker,
+                                              {"op": "wire", "node": u.name, "outputs": outs})
+        failed = {n: r for n, r in self._wait(wires, timeout, "wiring").items() if not r.get("ok")}
+        if failed:
+            self._abort_commit()
+            name, r = next(iter(failed.items()))
+            raise CommitError(f"node {name!r} could not connect to its downstream nodes: {r.get('error')}", node=name)
+        self.state = "committed"
+        log.info("Manager: committed %d nodes on %d workers in %.2f s", len(self.nodes), len(by_worker),
+                 time.monotonic() - t0)
+
+    def _abort_commit(self) -> None:
+        self._teardown_nodes(timeout=5.0)
+        with self._lock:
+            self.graph, self.mapping, self.nodes = None, {}, {}
+        self.state = "idle"
+
+    def _require_graph(self, what: str) -> Graph:
+        if self.graph is None:
+            raise ManagerError(f"cannot {what}: no graph is committed; call manager.commit_graph(graph, mapping) first")
+        return self.graph
+
+    def _live_nodes(self) -> list[str]:
+        return [n for n, i in self.nodes.items() if i.state not in ("lost", "crashed", "finished")]
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start stepping every node (sinks first, so nothing a source sends is missed)."""
+        graph = self._require_graph("start")
+        order = [n.name for n in reversed(list(nx.topological_sort(graph)))]
+        live = set(self._live_nodes())
+        futs = {n: self._request(self.nodes[n].worker, {"op": "start", "node": n}) for n in order if n in live}
+        failed = {n: r for n, r in self._wait(futs, timeout, "start").items() if not r.get("ok")}
+        if failed:
+            raise ManagerError("could not start: " + "; ".join(f"{n}: {r.get('error')}" for n, r in failed.items()))
+        self.state = "running"
+        log.info("Manager: started %d nodes", len(futs))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every node; returns once each has processed what its inputs already sent."""
+        self._require_graph("stop")
+        futs = {n: self._request(self.nodes[n].worker, {"op": "stop", "node": n}) for n in self._live_nodes()}
+        replies = self._wait(futs, timeout, "stop")
+        failed = {n: r for n, r in replies.items() if not r.get("ok")}
+        self.state = "stopped"
+        if failed:
+            log.warning("Manager: nodes that did not stop cleanly: %s",
+                        "; ".join(f"{n}: {r.get('error')}" for n, r in failed.items()))
+        self._call(lambda: self._tick(0.0))
+        log.info("Manager: stopped")
+
+    def _teardown_nodes(self, timeout: float) -> dict[str, dict[str, Any]]:
+        futs = {n: self._request(i.worker, {"op": "teardown", "node": n})
+                for n, i in self.nodes.items() if i.state not in ("lost", "crashed", "finished")}
+        replies = self._wait(futs, timeout, "teardown")
+        for n, r in replies.items():
+            if not r.get("ok") and "no answer" in str(r.get("error")):
+                info = self.nodes[n]
+                self._call(lambda info=info: self._send(info.worker, {"op": "kill", "node": info.name}))
+            self._set_node_state(n, "finished")
+        return replies
+
+    def reset(self, timeout: float = 15.0) -> None:
+        """Stop (if running) and tear down every node (their `teardown` runs); workers stay connected."""
+        if self.graph is None:
+            return
+        if self.state == "running":
+            self.stop()
+        self._teardown_nodes(timeout)
+        with self._lock:
+            self.graph, self.mapping = None, {}
+        self.state = "idle"
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Reset, tell every worker to exit, and close the Manager."""
+        if self._closing.is_set():
+            return
+        try:
+            self.reset(timeout)
+        finally:
+            done = threading.Event()
+
+            def bye() -> None:
+                for w in self.workers.values():
+                    self._send(w.name, {"op": "shutdown"})
+                done.set()
+
+            try:
+                self._call(bye)
+                done.wait(2.0)
+            except ManagerError:
+                pass
+            deadline = time.monotonic() + 3.0
+            while any(w.state == "connected" for w in self.workers.values()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._closing.set()
+            self._thread.join(5)
+            self._wake_out.close(0)
+            _LOCAL.pop((self.host, self.port), None)
+            self.state = "shutdown"
+            log.info("Manager: shut down")
+
+    # ---------------------------------------------------------------------------------------------
+    # what is going on
+    # ---------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Manager, worker and node states (plain data, safe to keep)."""
+        with self._lock:
+            return {
+                "state": self.state,
+                "host": self.host,
+                "port": self.port,
+                "forged_messages": self.forged,
+                "workers": {w.name: {"state": w.state, "hostname": w.hostname, "pid": w.pid, "cwd": w.cwd,
+                                     "mode": w.mode, "clock_offset": w.offset, "rtt": w.rtt, "nodes": list(w.nodes)}
+                            for w in self.workers.values()},
+                "nodes": {n.name: {"state": n.state, "worker": n.worker, "kind": n.kind, "pid": n.pid,
+                                   "errors": n.error_count,
+                                   "last_error": n.errors[-1]["traceback"] or n.errors[-1]["error"] if n.errors else None}
+                          for n in self.nodes.values()},
+            }
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Per node: state, steps, steps/s, latency p50/p99 (ms, from the source's creation), edges, errors."""
+        with self._lock:
+            out: dict[str, dict[str, Any]] = {}
+            for n in self.nodes.values():
+                m = n.metrics
+                p50, p99 = m.get("latency_p50"), m.get("latency_p99")
+                out[n.name] = {
+                    "state": n.state, "worker": n.worker, "kind": n.kind,
+                    "steps": m.get("steps", 0), "rate": m.get("rate", 0.0),
+                    "latency_p50_ms": None if p50 is None else p50 * 1e3,
+                    "latency_p99_ms": None if p99 is None else p99 * 1e3,
+                    "errors": n.error_count, "forged": m.get("forged", 0),
+                    "inputs": {}, "outputs": dict(m.get("outputs", {})),
+                }
+            for n in self.nodes.values():
+                for src, e in n.metrics.get("inputs", {}).items():
+                    up = self.nodes.get(src)
+                    sent = up.metrics.get("outputs", {}).get(n.name, {}).get("sent") if up else None
+                    queued = max(0, sent - e["received"] - e["dropped"]) if sent is not None else None
+                    out[n.name]["inputs"][src] = {**e, "queued": queued}
+            return out
+
+    def tap(self, node: str) -> Tap:
+        """Receive copies of `node`'s outputs in this process (newest first; never slows the pipeline)."""
+        if node not in self.nodes:
+            raise ManagerError(f"cannot tap {node!r}: no such node in the committed graph "
+                               f"(nodes: {', '.join(self.nodes) or 'none'})")
+        return Tap(self, node)
+
+
+class Tap:
+    """Copies of one node's outputs, delivered to the kernel: iterate, or `get(timeout)`."""
+
+    def __init__(self, manager: Manager, node: str) -> None:
+        self.manager, self.node = manager, node
+        self.id = uuid.uuid4().hex[:12]
+        self._sock = manager.ctx.socket(zmq.PULL)
+        self._sock.setsockopt(zmq.CONFLATE, 1)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        port = self._sock.bind_to_random_port(f"tcp://{manager.host}")
+        self.forged = 0
+        self.closed = False
+        manager._to_node(node, {"op": "tap", "tap": self.id, "addr": f"tcp://{manager.host}:{port}"})
+
+    def get(self, timeout: float | None = None) -> DataChunk | None:
+        """The next output of the node, or None after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.closed:
+            wait = 100 if deadline is None else max(0, min(100, int((deadline - time.monotonic()) * 1000)))
+            if self._sock.poll(wait):
+                blob = self._sock.recv(copy=False)
+                try:
+                    header = wire.decode_data(self.manager.signer, wire.unpack_frames(blob.buffer))
+                except wire.AuthError:
+                    self.forged += 1
+                    continue
+                if "eos" in header:
+                    continue
+                return wire.chunk_from_header(header)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+        return None
+
+    def __iter__(self) -> Iterator[DataChunk]:
+        while not self.closed:
+            chunk = self.get(0.5)
+            if chunk is not None:
+                yield chunk
+
+    def close(self) -> None:
+        """Stop receiving."""
+        if not self.closed:
+            self.closed = True
+            try:
+                self.manager._to_node(self.node, {"op": "untap", "tap": self.id})
+            except ManagerError:
+                pass
+            self._sock.close(0)
+
+    def __enter__(self) -> Tap:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,100 @@
+"""Node: the unit of user logic (prep / step / teardown), run in a process of its own on a worker."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from .datachunk import DataChunk
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import NodeRunner
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+ON_ERROR = ("continue", "stop")
+
+
+class Node:
+    """Subclass and override `prep` (or `setup`), `step` and `teardown`; optionally `main`.
+
+    - a source's ``step(self)`` takes no data; steps and sinks get ``step(self, data)`` where ``data``
+      maps each upstream node's name to its latest `DataChunk`;
+    - whatever ``step`` returns is sent downstream (a non-DataChunk becomes record ``"default"``;
+      ``None`` sends nothing);
+    - ``rate_hz`` paces a source (instead of sleeping in ``step``);
+    - ``on_error``: ``"continue"`` (report the exception and go on) or ``"stop"``;
+    - ``async def step`` works too; a node that owns its loop overrides ``main`` and uses
+      ``self.running``, ``self.send(value)`` and ``self.receive(timeout)``.
+    """
+
+    def __init__(self, name: str, rate_hz: float | None = None, on_error: str = "continue") -> None:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ValueError(
+                f"Node name must be a non-empty string of letters, digits, '_', '-' or '.', got {name!r}"
+            )
+        if rate_hz is not None and (not isinstance(rate_hz, (int, float)) or rate_hz <= 0):
+            raise ValueError(f"Node {name!r}: rate_hz must be a positive number of steps per second, got {rate_hz!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"Node {name!r}: on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.name = name
+        self.rate_hz = float(rate_hz) if rate_hz is not None else None
+        self.on_error = on_error
+        self._runner: NodeRunner | None = None
+
+    # -- the user's hooks -------------------------------------------------------------------------
+    def prep(self) -> None:
+        """Prepare resources before the first step (alias: `setup`)."""
+        setup = getattr(self, "setup", None)
+        if setup is not None:
+            setup()
+
+    def step(self, data: dict[str, DataChunk] | None = None) -> Any:
+        """Produce (source) or transform/consume (step, sink) one item; the return value is sent on."""
+        return None
+
+    def teardown(self) -> None:
+        """Release resources after the last step."""
+
+    # -- what a running node can use ---------------------------------------------------------------
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger of this node (``chimera_lab.node.<name>``)."""
+        return logging.getLogger(f"chimera_lab.node.{self.name}")
+
+    @property
+    def running(self) -> bool:
+        """True while the Manager wants this node to run (for nodes that own their loop in `main`)."""
+        return self._runner is not None and self._runner.running
+
+    def send(self, value: Any) -> None:
+        """Send `value` downstream now (for nodes that own their loop in `main`)."""
+        if self._runner is None:
+            raise RuntimeError(f"Node {self.name!r}: send() only works while the node runs on a worker")
+        self._runner.emit(value)
+
+    def receive(self, timeout: float | None = None) -> dict[str, DataChunk] | None:
+        """Wait for the next inputs (a dict like `step` gets), or None on timeout or stop."""
+        if self._runner is None:
+            raise RuntimeError(f"Node {self.name!r}: receive() only works while the node runs on a worker")
+        return self._runner.receive(timeout)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_runner"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def has_custom_main(node: Node) -> bool:
+    """Whether the node's class overrides `main` (it owns its loop)."""
+    return callable(getattr(type(node), "main", None))

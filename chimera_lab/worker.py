@@ -1,0 +1,404 @@
+"""Worker: connects out to a Manager, runs one process (or thread) per node, relays their reports.
+
+In Python: ``Worker(name).connect(host, port)``. On another machine: ``cp-worker --ip HOST --port PORT
+--name NAME --token TOKEN`` (the token is ``manager.token``; or set ``CHIMERA_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import zmq
+
+from . import wire
+from .runner import NodeRunner, write_config
+
+log = logging.getLogger("chimera_lab.worker")
+
+HEARTBEAT = 0.5  # seconds between heartbeats (each is also a clock-offset probe)
+MANAGER_SILENCE = 10.0  # a Manager silent this long is considered gone
+NODE_OPS = ("wire", "start", "stop", "tap", "untap", "unwire", "teardown")
+PROCESS_MODES = ("process", "thread")
+
+
+class WorkerError(RuntimeError):
+    """A worker could not reach or authenticate with its Manager, or was rejected."""
+
+
+def _normalize(host: str) -> str:
+    return "127.0.0.1" if host in ("localhost", "") else host
+
+
+def local_address_towards(host: str) -> str:
+    """The IP address of the interface that routes to `host` (no packet is sent)."""
+    host = _normalize(host)
+    if host.startswith("127."):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def probe(host: str, port: int, timeout: float) -> None:
+    """Wait until something accepts TCP connections at host:port, or raise WorkerError."""
+    deadline = time.monotonic() + timeout
+    err: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, timeout)):
+                return
+        except OSError as exc:
+            err = exc
+            time.sleep(0.1)
+    raise WorkerError(
+        f"cannot reach a Manager at {host}:{port} ({err}); check that it runs, and the --ip/--port "
+        "you gave (manager.worker_command() prints the right line)"
+    )
+
+
+class _Child:
+    """A node process (or thread) this worker started."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes] | None, thread: threading.Thread | None) -> None:
+        self.name, self.proc, self.thread = name, proc, thread
+        self.expected_exit = False
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.thread is not None and self.thread.is_alive()
+
+    def exit_code(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else 0
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # by PID: a process this worker started
+
+
+class Worker:
+    """Hosts nodes for a Manager: ``Worker(name).connect(host, port)``; ``shutdown()`` ends it."""
+
+    def __init__(self, name: str, mode: str = "process", token: str | None = None,
+                 data_host: str | None = None) -> None:
+        if not isinstance(name, str) or not name or any(c in name for c in " /\\"):
+            raise ValueError(f"Worker name must be a non-empty string without spaces or slashes, got {name!r}")
+        if mode not in PROCESS_MODES:
+            raise ValueError(f"Worker {name!r}: mode must be 'process' or 'thread' (for debugging), got {mode!r}")
+        self.name = name
+        self.mode = mode
+        self.token = token
+        self.data_host = data_host
+        self.host: str | None = None
+        self.port: int | None = None
+        self.offset = 0.0
+        self.rtt: float | None = None
+        self.children: dict[str, _Child] = {}
+        self._clock: deque[tuple[float, float]] = deque(maxlen=20)  # (round trip, offset) samples
+        self.forged = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._welcome = threading.Event()
+        self._reject: str | None = None
+        self.exit_reason: str | None = None
+        self._ctx = zmq.Context.instance()
+
+    # ---------------------------------------------------------------------------------------------
+    def connect(self, host: str = "127.0.0.1", port: int = 9000, token: str | None = None,
+                timeout: float = 10.0) -> Worker:
+        """Connect to the Manager at host:port and register; raise WorkerError if that fails."""
+        if self._thread is not None:
+            raise WorkerError(f"Worker {self.name!r} is already connected to {self.host}:{self.port}")
+        host = _normalize(host)
+        key = self._find_key(host, port, token)
+        probe(host, port, timeout)
+        self.host, self.port = host, port
+        self.signer = wire.Signer(key)
+        self._key = key
+        self.data_host = self.data_host or local_address_towards(host)
+        self._thread = threading.Thread(target=self._run, name=f"chimera-worker-{self.name}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._welcome.wait(0.05):
+            if self._reject is not None or not self._thread.is_alive():
+                break
+            if time.monotonic() > deadline:
+                self._reject = (f"the Manager at {host}:{port} did not answer within {timeout:.0f} s: the token "
+                                "is probably wrong (use the manager.token of this Manager)")
+                break
+        if not self._welcome.is_set():
+            self._stop.set()
+            self._thread.join(5)
+            self._thread = None
+            raise WorkerError(f"Worker {self.name!r} was not accepted: {self._reject}")
+        log.info("Worker %r connected to the Manager at %s:%s", self.name, host, port)
+        return self
+
+    def _find_key(self, host: str, port: int, token: str | None) -> bytes:
+        token = token or self.token
+        if token:
+            return wire.key_from_token(token)
+        from .manager import local_manager_key
+
+        key = local_manager_key(host, port)
+        if key is not None:
+            return key
+        env = os.environ.get("CHIMERA_TOKEN")
+        if env:
+            return wire.key_from_token(env)
+        raise WorkerError(
+            f"no token to authenticate with the Manager at {host}:{port}: pass token=manager.token "
+            "(or --token on the command line), or set CHIMERA_TOKEN"
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the worker is registered with a Manager and running."""
+        return self._welcome.is_set() and self._thread is not None and self._thread.is_alive()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every node this worker runs and disconnect."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout + 2)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the worker ends (the Manager shut it down, or `shutdown` was called)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self.port}" if self.connected else "not connected"
+        return f"<Worker {self.name!r} {where}, {len(self.children)} nodes>"
+
+    # ---------------------------------------------------------------------------------------------
+    # the worker thread
+    # ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        ctx = self._ctx
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.IDENTITY, f"{self.name}:{uuid.uuid4().hex[:8]}".encode())
+        self.dealer.setsockopt(zmq.LINGER, 1000)
+        self.dealer.connect(f"tcp://{self.host}:{self.port}")
+        self.nodes_sock = ctx.socket(zmq.ROUTER)
+        self.nodes_sock.setsockopt(zmq.LINGER, 0)
+        nport = self.nodes_sock.bind_to_random_port("tcp://127.0.0.1")
+        self.nodes_addr = f"tcp://127.0.0.1:{nport}"
+        poller = zmq.Poller()
+        poller.register(self.dealer, zmq.POLLIN)
+        poller.register(self.nodes_sock, zmq.POLLIN)
+        self._send({"op": "hello", "name": self.name, "pid": os.getpid(), "hostname": socket.gethostname(),
+                    "cwd": os.getcwd(), "mode": self.mode, "data_host": self.data_host,
+                    "python": sys.version.split()[0]})
+        last_seen = time.monotonic()
+        next_hb = 0.0
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                if self.dealer in events:
+                    while True:
+                        try:
+                            frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        if len(frames) >= 2 and frames[0] == b"CHIMERA-REJECT":
+                            self._reject = frames[1].decode(errors="replace")
+                            return
+                        try:
+                            msg, blobs = wire.decode_control(self.signer, frames)
+                        except wire.AuthError:
+                            self.forged += 1
+                            continue
+                        last_seen = time.monotonic()
+                        self._handle(msg, blobs, frames)
+                if self.nodes_sock in events:
+                    while True:
+                        try:
+                            frames = self.nodes_sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        # node reports go to the Manager as they are: it checks their signatures
+                        self.dealer.send_multipart(frames[1:])
+                now = time.monotonic()
+                if now >= next_hb:
+                    next_hb = now + HEARTBEAT
+                    self._send({"op": "ping", "t1": time.time()})
+                    self._watch_children()
+                if self._welcome.is_set() and now - last_seen > MANAGER_SILENCE:
+                    self.exit_reason = f"lost contact with the Manager at {self.host}:{self.port}"
+                    log.error("Worker %r: %s; stopping its nodes", self.name, self.exit_reason)
+                    return
+        finally:
+            self._teardown_children()
+            self._send({"op": "bye"})
+            self.dealer.close(500)
+            self.nodes_sock.close(0)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        self.dealer.send_multipart(wire.encode_control(self.signer, msg))
+
+    def _handle(self, msg: dict[str, Any], blobs: list[bytes], frames: list[bytes]) -> None:
+        op = msg["op"]
+        if op == "pong":
+            t3 = time.time()
+            # NTP-style: the sample with the smallest round trip of the recent ones bounds the error best
+            self._clock.append((t3 - msg["t1"], msg["t2"] - (msg["t1"] + t3) / 2))
+            self.rtt, offset = min(self._clock)
+            if abs(offset - self.offset) > 20e-6:
+                self.offset = offset
+                for name in self.children:
+                    self._to_node(name, {"op": "clock", "offset": offset})
+            self._send({"op": "clock", "offset": self.offset, "rtt": self.rtt})
+        elif op == "welcome":
+            self._welcome.set()
+            for _ in range(4):  # quick clock probes right away
+                self._send({"op": "ping", "t1": time.time()})
+        elif op == "reject":
+            self._reject = msg.get("reason", "rejected")
+            self._stop.set()
+        elif op == "spawn":
+            self._spawn(msg, blobs[0])
+        elif op in NODE_OPS:
+            child = self.children.get(msg["node"])
+            if child is not None:
+                if op == "teardown":
+                    child.expected_exit = True
+                self.nodes_sock.send_multipart([msg["node"].encode(), *frames])
+            elif "id" in msg:
+                self._send({"op": "reply", "re": msg["id"], "ok": op == "teardown",
+                            "error": f"worker {self.name!r} runs no node {msg['node']!r}"})
+        elif op == "kill":
+            child = self.children.get(msg["node"])
+            if child is not None:
+                child.expected_exit = True
+                child.kill()
+        elif op == "shutdown":
+            self.exit_reason = "the Manager shut down"
+            self._stop.set()
+
+    def _to_node(self, name: str, msg: dict[str, Any]) -> None:
+        self.nodes_sock.send_multipart([name.encode(), *wire.encode_control(self.signer, msg)])
+
+    def _spawn(self, msg: dict[str, Any], blob: bytes) -> None:
+        name = msg["name"]
+        old = self.children.pop(name, None)
+        if old is not None:
+            old.expected_exit = True
+            old.kill()
+        cfg = {**msg["config"], "name": name, "node": blob, "key": self._key, "req": msg["id"],
+               "worker_addr": self.nodes_addr, "bind_host": self.data_host, "clock_offset": self.offset,
+               "sys_path": [p for p in sys.path if p]}
+        if self.mode == "thread":
+            runner = NodeRunner(cfg, self._ctx)
+            t = threading.Thread(target=runner.run, name=f"chimera-node-{name}", daemon=True)
+            t.start()
+            self.children[name] = _Child(name, None, t)
+            return
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", "from chimera_lab.runner import main; main()"], stdin=subprocess.PIPE,
+                                    cwd=os.getcwd())
+            assert proc.stdin is not None
+            write_config(proc.stdin, cfg)
+            proc.stdin.close()
+        except Exception as exc:
+            self._send({"op": "reply", "re": msg["id"], "ok": False, "node": name,
+                        "error": f"worker {self.name!r} could not start a process for node {name!r}: {exc}"})
+            return
+        self.children[name] = _Child(name, proc, None)
+
+    def _watch_children(self) -> None:
+        for name, child in list(self.children.items()):
+            if child.alive():
+                continue
+            del self.children[name]
+            if not child.expected_exit:
+                code = child.exit_code()
+                self._send({"op": "node_exit", "node": name, "code": code})
+
+    def _teardown_children(self) -> None:
+        for name, child in self.children.items():
+            child.expected_exit = True
+            try:
+                self._to_node(name, {"op": "teardown"})
+            except zmq.ZMQError:
+                pass
+        deadline = time.monotonic() + 3.0
+        while any(c.alive() for c in self.children.values()) and time.monotonic() < deadline:
+            # keep relaying final reports while nodes tear down
+            try:
+                frames = self.nodes_sock.recv_multipart(zmq.NOBLOCK)
+                self.dealer.send_multipart(frames[1:])
+            except zmq.Again:
+                time.sleep(0.01)
+        for c in self.children.values():
+            c.kill()
+            if c.proc is not None:
+                c.proc.wait(2)
+        self.children.clear()
+
+
+# -------------------------------------------------------------------------------------------------
+# cp-worker / chimera-worker
+# -------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Run a worker from the command line until the Manager shuts it down or Ctrl-C."""
+    p = argparse.ArgumentParser(prog="cp-worker", description="Run a chimera_lab worker for a Manager.")
+    p.add_argument("--ip", "--host", dest="host", default="127.0.0.1", help="the Manager's address")
+    p.add_argument("--port", type=int, default=9000, help="the Manager's port (default 9000)")
+    p.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="this worker's unique name")
+    p.add_argument("--token", default=None, help="the Manager's token (manager.token); or set CHIMERA_TOKEN")
+    p.add_argument("--mode", choices=PROCESS_MODES, default="process", help="a process per node, or threads")
+    p.add_argument("--data-host", default=None, help="address to bind node inputs on (default: the one facing the Manager)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Manager (default 10)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    token = args.token or os.environ.get("CHIMERA_TOKEN")
+    if not token:
+        print("cp-worker: no token; pass --token (printed by manager.worker_command()) or set CHIMERA_TOKEN",
+              file=sys.stderr)
+        return 2
+    worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host)
+    signal.signal(signal.SIGTERM, lambda *_: worker.shutdown())
+    try:
+        worker.connect(args.host, args.port, timeout=args.timeout)
+    except (WorkerError, ValueError) as exc:
+        print(f"cp-worker: {exc}", file=sys.stderr)
+        return 1
+    print(f"cp-worker {args.name!r} connected to the Manager at {args.host}:{args.port}", flush=True)
+    try:
+        while worker.connected:
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        print("cp-worker: interrupted, stopping nodes", file=sys.stderr)
+        worker.shutdown()
+        return 0
+    if worker.exit_reason and worker.exit_reason.startswith("lost"):
+        print(f"cp-worker: {worker.exit_reason}", file=sys.stderr)
+        return 3
+    print(f"cp-worker {args.name!r}: {worker.exit_reason or 'stopped'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
