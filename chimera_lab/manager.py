@@ -83,6 +83,7 @@ class NodeInfo:
     kind: str
     state: str = "spawning"
     pid: int | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # upstream name -> address this node listens on
     metrics: dict[str, Any] = field(default_factory=dict)
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
     error_count: int = 0
@@ -489,6 +490,7 @@ class Manager:
                 node=name, remote_traceback=tb)
         for name, r in replies.items():
             self.nodes[name].pid = r.get("pid")
+            self.nodes[name].inputs = r.get("inputs", {})
             self._set_node_state(name, "ready")
         addrs = {name: r["inputs"] for name, r in replies.items()}
         wires = {}
@@ -612,7 +614,7 @@ class Manager:
                                      "mode": w.mode, "clock_offset": w.offset, "rtt": w.rtt, "nodes": list(w.nodes)}
                             for w in self.workers.values()},
                 "nodes": {n.name: {"state": n.state, "worker": n.worker, "kind": n.kind, "pid": n.pid,
-                                   "errors": n.error_count,
+                                   "inputs": dict(n.inputs), "errors": n.error_count,
                                    "last_error": n.errors[-1]["traceback"] or n.errors[-1]["error"] if n.errors else None}
                           for n in self.nodes.values()},
             }

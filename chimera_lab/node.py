@@ -65,7 +65,7 @@ class Node:
     @property
     def running(self) -> bool:
         """True while the Manager wants this node to run (for nodes that own their loop in `main`)."""
-        return self._runner is not None and self._runner.running
+        return self._runner is not None and self._runner.still_running()
 
     def send(self, value: Any) -> None:
         """Send `value` downstream now (for nodes that own their loop in `main`)."""

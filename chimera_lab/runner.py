@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import signal
 import struct
 import sys
 import time
@@ -91,6 +92,8 @@ class NodeRunner:
         self.lat = [0.0] * LAT_RING
         self.lat_n = 0
         self.next_report = 0.0
+        self._next_ctrl = 0.0
+        self.parent_pid: int | None = config.get("parent_pid")
         self.last_report = (time.monotonic(), 0)
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, self.name.encode())
@@ -154,7 +157,6 @@ class NodeRunner:
             for i in self.inputs:
                 i.eos = False
             self.running = True
-            self.set_state("running")
             self.reply(msg)
         elif op == "stop":
             if self.running:
@@ -297,8 +299,11 @@ class NodeRunner:
         except wire.AuthError:
             self.forged += 1
             return {}
-        if "eos" in header:
+        if "eos" in header:  # whatever the sender sent after what we got is lost: count it
             i.eos = True
+            if header["eos"] > i.last_seq:
+                i.dropped += header["eos"] - i.last_seq
+                i.last_seq = header["eos"]
             return {}
         seq = header["q"]
         if seq > i.last_seq + 1:
@@ -382,10 +387,13 @@ class NodeRunner:
     # metrics
     # ---------------------------------------------------------------------------------------------
     def maybe_report(self) -> None:
-        """Send metrics if a report is due."""
+        """Send metrics if a report is due (and end the node if its worker process died)."""
         t = time.monotonic()
         if t >= self.next_report:
             self.next_report = t + REPORT_EVERY
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                self.running, self.exit = False, True  # orphaned: the worker that started us is gone
+                return
             self.send_metrics(t)
 
     def send_metrics(self, t: float | None = None) -> None:
@@ -491,8 +499,8 @@ class NodeRunner:
 
     def send_eos(self) -> None:
         """Tell every downstream node how much this node sent (so it knows when it has it all)."""
+        frames = wire.encode_eos(self.signer, self.seq)
         for o in self.outputs:
-            frames = wire.encode_eos(self.signer, o.sent)
             if o.policy == "all":
                 try:
                     o.sock.send_multipart(frames, zmq.NOBLOCK)
@@ -537,6 +545,7 @@ class NodeRunner:
             self.maybe_report()
             if not self.running:
                 continue
+            self.set_state("running")
             if own_main:
                 try:
                     self.node.main()  # type: ignore[attr-defined]
@@ -569,6 +578,19 @@ class NodeRunner:
         if self._teardown_req is not None:
             self.reply(self._teardown_req, ok=err is None, error=err)
         self.close()
+
+    def still_running(self) -> bool:
+        """For nodes that own their loop: handle due control messages, then say whether to go on."""
+        t = time.monotonic()
+        if t >= self._next_ctrl:
+            self._next_ctrl = t + CONTROL_EVERY
+            self.poll_control()
+            self.maybe_report()
+        return self.running and not self.exit
+
+    def stop_now(self) -> None:
+        """Leave the loops at the next check (SIGTERM): teardown still runs."""
+        self.running, self.exit = False, True
 
     def close(self) -> None:
         """Close every socket (the control socket last, so final reports leave)."""
@@ -604,13 +626,26 @@ def write_config(stream: Any, cfg: dict[str, Any]) -> None:
     stream.flush()
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel end this process if the worker that started it dies."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def main() -> None:
     """Entry point of a node process."""
     cfg = read_config(sys.stdin.buffer)
+    cfg["parent_pid"] = os.getppid()
+    _die_with_parent()
     for p in reversed(cfg.get("sys_path", [])):
         if p not in sys.path:
             sys.path.insert(0, p)
     runner = NodeRunner(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop_now())
     try:
         runner.run()
     except KeyboardInterrupt:

@@ -95,7 +95,7 @@ def decode_control(signer: Signer, frames: list[bytes]) -> tuple[dict[str, Any],
 
 # --------------------------------------------------------------------------------------------------
 # data messages
-# header: {"q": seq, "t": created, "h": [[node, t], ...], "r": [record, ...]} or {"eos": sent_count}
+# header: {"q": seq, "t": created, "h": [[node, t], ...], "r": [record, ...]} or {"eos": last_seq}
 # record: [name, content_type, encoding, meta, nbufs]
 #   encodings: "m" msgpack value inline in meta; "a" ndarray (meta: dtype, shape); "j" JPEG (meta: ndim)
 #              "p" pickle protocol 5 (buffers: main pickle + out-of-band buffers)
@@ -186,9 +186,9 @@ def recs_encoding_raw(recs: list[list[Any]], index: int) -> bool:
     return False
 
 
-def encode_eos(signer: Signer, sent: int) -> list[bytes]:
-    """Signed end-of-stream marker: the sender has sent `sent` messages on this edge."""
-    hb = msgpack.packb({"eos": sent})
+def encode_eos(signer: Signer, last_seq: int) -> list[bytes]:
+    """Signed end-of-stream marker: `last_seq` is the sequence number of the sender's last message."""
+    hb = msgpack.packb({"eos": last_seq})
     return [signer.sign([hb]), hb]
 
 
