@@ -269,11 +269,17 @@ class NodeRunner:
         poller = zmq.Poller()
         poller.register(o.sock, zmq.POLLOUT)
         poller.register(self.ctrl, zmq.POLLIN)
+        give_up: float | None = None
         while True:
             ev = dict(poller.poll(200))
             if self.ctrl in ev:
                 self.poll_control()
-                if o not in self.outputs or self.exit:
+            if o not in self.outputs or self.exit:
+                o.dropped += 1
+                return
+            if not self.running:  # stopping: downstream gets a little time to make room, then we give up
+                give_up = give_up or time.monotonic() + DRAIN_IDLE
+                if time.monotonic() > give_up:
                     o.dropped += 1
                     return
             if o.sock in ev:
@@ -556,7 +562,8 @@ class NodeRunner:
                 self.run_source()
             else:
                 self.run_consumer()
-            self.drain()
+            if self._stop_req is not None:  # stopped by the Manager: finish what upstream already sent
+                self.drain()
             self.send_eos()
             self.send_metrics()
             if not self.exit:
