@@ -347,11 +347,8 @@ class NodeRunner:
             if header is None:
                 self.poller.poll(timeout_ms)
             return None
-        now = time.time() + self.offset
         self.origin = header["t"]
         self.hops = header["h"]
-        self.lat[self.lat_n % LAT_RING] = now - self.origin
-        self.lat_n += 1
         try:
             data = {f.src: wire.chunk_from_header(header)}
             for i in self.others:
@@ -359,6 +356,9 @@ class NodeRunner:
         except Exception as exc:  # a corrupt but correctly signed buffer (e.g. JPEG) is the sender's bug
             self.record_error(exc)
             return None
+        # end-to-end latency: from creation at the source until the data is ready for this step
+        self.lat[self.lat_n % LAT_RING] = time.time() + self.offset - self.origin
+        self.lat_n += 1
         return data
 
     def call_step(self, data: dict[str, Any] | None) -> None:

@@ -371,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-host", default=None, help="address to bind node inputs on (default: the one facing the Manager)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Manager (default 10)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     token = args.token or os.environ.get("CHIMERA_TOKEN")
     if not token:
         print("cp-worker: no token; pass --token (printed by manager.worker_command()) or set CHIMERA_TOKEN",
@@ -385,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     except (WorkerError, ValueError) as exc:
         print(f"cp-worker: {exc}", file=sys.stderr)
         return 1
-    print(f"cp-worker {args.name!r} connected to the Manager at {args.host}:{args.port}", flush=True)
+    if not args.quiet:
+        print(f"cp-worker {args.name!r} connected to the Manager at {args.host}:{args.port}", flush=True)
     try:
         while worker.connected:
             worker.join(0.2)

@@ -90,13 +90,16 @@ def test_pattern_frames_limit_stops() -> None:
     src.prep()
     chunks = produce(src, 3)
     assert [c.get("index")["value"] for c in chunks] == [0, 1, 2]
-    assert [src.step() for _ in range(3)] == [None, None, None]
+    for _ in range(2):  # a finished source says so, every time it is asked
+        with pytest.raises(StopIteration):
+            src.step()
 
 
 def test_pattern_zero_frames_produces_nothing() -> None:
     src = TestPatternSource(frames=0)
     src.prep()
-    assert src.step() is None
+    with pytest.raises(StopIteration):
+        src.step()
 
 
 def test_pattern_tiny_size_works() -> None:
@@ -185,8 +188,9 @@ def test_video_reads_back_all_frames_then_none(tmp_path: Path) -> None:
         assert img.shape == (48, 64, 3) and img.dtype == np.uint8
         # MJPG is lossy: compare loosely
         assert np.abs(img.astype(int) - expected.astype(int)).mean() < 8
-    assert src.step() is None
-    assert src.step() is None
+    for _ in range(2):
+        with pytest.raises(StopIteration):
+            src.step()
     src.teardown()
 
 
@@ -323,9 +327,10 @@ def test_stats_sink_counts() -> None:
     sink = StatsSink()
     src.prep()
     sink.prep()
-    while (chunk := src.step()) is not None:
+    for _ in range(4):
+        chunk = src.step()
         sink.step({"pattern": chunk})
-    sink.step({"pattern": chunk})  # type: ignore[dict-item]  # None input: ignored
+    sink.step({"pattern": None})  # type: ignore[dict-item]  # None input: ignored
     summary = sink.summary()
     sink.teardown()
     assert summary["items"] == 4

@@ -12,8 +12,8 @@ import numpy as np
 from ..datachunk import DataChunk
 from ..node import Node
 
-# How long a source that has nothing to give (finished, or camera failing) waits in step before
-# returning None: the runner re-steps an unpaced source at once, so this keeps it from spinning a core.
+# How long a camera source that got no frame waits in step before returning None: the runner re-steps
+# an unpaced source at once, so this keeps it from spinning a core. A finished source raises StopIteration.
 IDLE_SLEEP_S = 0.01
 
 # 75% colour bars, left to right, in BGR: white, yellow, cyan, green, magenta, red, blue
@@ -88,10 +88,9 @@ class TestPatternSource(Node):
         self._index = 0
 
     def step(self, data: dict[str, DataChunk] | None = None) -> DataChunk | None:
-        """The next frame (records "frame" and "index"), or None once `frames` frames were made."""
+        """The next frame (records "frame" and "index"); StopIteration once `frames` frames were made."""
         if self.frames is not None and self._index >= self.frames:
-            time.sleep(IDLE_SLEEP_S)
-            return None
+            raise StopIteration
         if self._background is None:
             raise RuntimeError(f"TestPatternSource {self.name!r}: step() called before prep()")
         index = self._index
@@ -272,10 +271,9 @@ class VideoFileSource(Node):
         self._done = False
 
     def step(self, data: dict[str, DataChunk] | None = None) -> DataChunk | None:
-        """The next frame (records "frame" and "index"); at the end, restart if `loop` else None forever."""
+        """The next frame (records "frame" and "index"); at the end, restart if `loop` else StopIteration."""
         if self._done:
-            time.sleep(IDLE_SLEEP_S)
-            return None
+            raise StopIteration
         if self._cap is None:
             raise RuntimeError(f"VideoFileSource {self.name!r}: step() called before prep() opened the file")
         frame = self._pending
@@ -285,7 +283,7 @@ class VideoFileSource(Node):
         if frame is None:
             self._done = True
             self.logger.info("end of %r after %d frames", self.path, self._index)
-            return None
+            raise StopIteration
         index = self._index
         self._index += 1
         return _frame_chunk(_as_bgr(frame), index)
