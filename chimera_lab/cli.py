@@ -23,7 +23,8 @@ def format_table(metrics: dict[str, dict[str, Any]]) -> str:
                      "-" if m["latency_p99_ms"] is None else f"{m['latency_p99_ms']:.2f}",
                      str(dropped), str(m["errors"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

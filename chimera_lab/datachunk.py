@@ -105,7 +105,9 @@ class DataChunk:
 
 def _check_image(name: str, value: Any) -> None:
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"DataChunk.add({name!r}, content_type='image') needs a numpy.ndarray, got {type(value).__name__}")
+        raise TypeError(
+            f"DataChunk.add({name!r}, content_type='image') needs a numpy.ndarray, got {type(value).__name__}"
+        )
     if value.dtype != np.uint8:
         raise TypeError(
             f"DataChunk.add({name!r}): an image must be uint8, got {value.dtype}; "

@@ -58,7 +58,9 @@ class Graph(nx.DiGraph):
         u = _check_node(u_of_edge, "Graph.add_edge")
         v = _check_node(v_of_edge, "Graph.add_edge")
         if policy not in POLICIES:
-            raise GraphError(f"Graph.add_edge({u.name!r}, {v.name!r}): policy must be 'all' or 'latest', got {policy!r}")
+            raise GraphError(
+                f"Graph.add_edge({u.name!r}, {v.name!r}): policy must be 'all' or 'latest', got {policy!r}"
+            )
         if u is v:
             raise GraphError(f"Graph.add_edge: node {u.name!r} cannot feed itself")
         for n in (u, v):
@@ -121,7 +123,9 @@ class Graph(nx.DiGraph):
         for v in self.nodes:
             follows = [u.name for u, _, d in self.in_edges(v, data=True) if d.get("follow")]
             if len(follows) > 1:
-                problems.append(f"node {v.name!r} follows several inputs ({', '.join(follows)}); mark one edge follow=True")
+                problems.append(
+                    f"node {v.name!r} follows several inputs ({', '.join(follows)}); mark one edge follow=True"
+                )
         by_name: dict[str, list[str]] = {}
         if mapping is not None:
             known = set(workers) if workers is not None else None

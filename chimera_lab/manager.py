@@ -6,6 +6,7 @@ notebook longer than the operation asked for. Data never passes through it, exce
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -103,7 +104,7 @@ class Manager:
         self.signer = wire.Signer(self._key)
         self.logdir = Path(logdir) if logdir is not None else Path.cwd() / "chimera-logs"
         self.heartbeat_timeout = heartbeat_timeout
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._router = self.ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -121,7 +122,7 @@ class Manager:
         self._ids = itertools.count(1)
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._metrics_dirty = False
-        self._calls: deque[Callable[[], None]] = deque()
+        self._calls: deque[Callable[[], object]] = deque()
         wake_addr = f"inproc://chimera-manager-{uuid.uuid4().hex}"
         self._wake_in = self.ctx.socket(zmq.PULL)
         self._wake_in.bind(wake_addr)
@@ -171,7 +172,7 @@ class Manager:
     # ---------------------------------------------------------------------------------------------
     # calls into the loop thread
     # ---------------------------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], None]) -> None:
+    def _call(self, fn: Callable[[], object]) -> None:
         if self._closing.is_set():
             raise ManagerError("this Manager has been shut down; create a new one")
         self._calls.append(fn)
@@ -554,8 +555,7 @@ class Manager:
         replies = self._wait(futs, timeout, "teardown")
         for n, r in replies.items():
             if not r.get("ok") and "no answer" in str(r.get("error")):
-                info = self.nodes[n]
-                self._call(lambda info=info: self._send(info.worker, {"op": "kill", "node": info.name}))
+                self._call(functools.partial(self._send, self.nodes[n].worker, {"op": "kill", "node": n}))
             self._set_node_state(n, "finished")
         return replies
 
@@ -615,7 +615,7 @@ class Manager:
                             for w in self.workers.values()},
                 "nodes": {n.name: {"state": n.state, "worker": n.worker, "kind": n.kind, "pid": n.pid,
                                    "inputs": dict(n.inputs), "errors": n.error_count,
-                                   "last_error": n.errors[-1]["traceback"] or n.errors[-1]["error"] if n.errors else None}
+                                   "last_error": _last_error(n)}
                           for n in self.nodes.values()},
             }
 
@@ -648,6 +648,13 @@ class Manager:
             raise ManagerError(f"cannot tap {node!r}: no such node in the committed graph "
                                f"(nodes: {', '.join(self.nodes) or 'none'})")
         return Tap(self, node)
+
+
+def _last_error(info: NodeInfo) -> str | None:
+    if not info.errors:
+        return None
+    last = info.errors[-1]
+    return str(last["traceback"] or last["error"])
 
 
 class Tap:

@@ -143,7 +143,7 @@ def _encode_value(name: str, value: Any, ctype: str, quality: int, bufs: list[An
         return [name, ctype, "j", img.ndim, 1]
     if isinstance(value, np.ndarray) and value.dtype.hasobject is False and value.dtype.fields is None:
         arr = np.ascontiguousarray(value)
-        bufs.append(memoryview(arr).cast("B") if arr.size else b"")
+        bufs.append(memoryview(arr).cast("B") if arr.size else b"")  # type: ignore[arg-type]
         return [name, ctype, "a", [arr.dtype.str, list(arr.shape)], 1]
     if _is_plain(value):
         return [name, ctype, "m", value, 0]

@@ -115,7 +115,7 @@ class Worker:
         self._welcome = threading.Event()
         self._reject: str | None = None
         self.exit_reason: str | None = None
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
 
     # ---------------------------------------------------------------------------------------------
     def connect(self, host: str = "127.0.0.1", port: int = 9000, token: str | None = None,
@@ -315,8 +315,8 @@ class Worker:
             self.children[name] = _Child(name, None, t)
             return
         try:
-            proc = subprocess.Popen([sys.executable, "-c", "from chimera_lab.runner import main; main()"], stdin=subprocess.PIPE,
-                                    cwd=os.getcwd())
+            proc = subprocess.Popen([sys.executable, "-c", "from chimera_lab.runner import main; main()"],
+                                    stdin=subprocess.PIPE, cwd=os.getcwd())
             assert proc.stdin is not None
             write_config(proc.stdin, cfg)
             proc.stdin.close()
@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="this worker's unique name")
     p.add_argument("--token", default=None, help="the Manager's token (manager.token); or set CHIMERA_TOKEN")
     p.add_argument("--mode", choices=PROCESS_MODES, default="process", help="a process per node, or threads")
-    p.add_argument("--data-host", default=None, help="address to bind node inputs on (default: the one facing the Manager)")
+    p.add_argument("--data-host", default=None,
+                   help="address to bind node inputs on (default: the one facing the Manager)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Manager (default 10)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")

@@ -194,7 +194,8 @@ def test_bad_policy_is_rejected_naming_both_nodes(policy: Any) -> None:
     a, b = nodes("cam", "blur")
     with pytest.raises(GraphError) as exc:
         g.add_edge(a, b, policy=policy)
-    assert str(exc.value) == f"Graph.add_edge('cam', 'blur'): policy must be 'all' or 'latest', got {policy!r}"
+    expected = f"Graph.add_edge('cam', 'blur'): policy must be 'all' or 'latest', got {policy!r}"
+    assert str(exc.value) == expected
     assert len(g) == 0
 
 
@@ -373,8 +374,8 @@ def test_get_node_of_a_missing_name_lists_the_names() -> None:
         Graph().get_node("x")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: graph.py:68 passes order= explicitly and again inside **attr when "
-                                       "networkx re-adds edges with their data (copy, reverse, Graph(other))")
+@pytest.mark.xfail(strict=True, reason="bug: graph.py:68 passes order= explicitly and again inside **attr "
+                   "when networkx re-adds edges with their data (copy, reverse, Graph(other))")
 @pytest.mark.parametrize("op", ["copy", "reverse", "constructor"])
 def test_graph_can_be_copied_with_networkx(op: str) -> None:
     g, src, mid, out = pipeline()
@@ -382,8 +383,8 @@ def test_graph_can_be_copied_with_networkx(op: str) -> None:
     assert isinstance(h, Graph) and len(h) == 3 and h.number_of_edges() == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: graph.py:67 re-adding an existing edge sets its order to the current "
-                                       "in-degree, moving it after later edges and changing the followed input")
+@pytest.mark.xfail(strict=True, reason="bug: graph.py:67 re-adding an existing edge sets its order to the "
+                   "current in-degree, moving it after later edges and changing the followed input")
 def test_re_adding_an_edge_to_change_its_policy_keeps_the_followed_input() -> None:
     g = Graph()
     cam, lidar, fuse = nodes("cam", "lidar", "fuse")
@@ -422,7 +423,8 @@ def test_node_rejects_a_name_with_a_trailing_newline() -> None:
 def test_node_rejects_non_positive_or_non_numeric_rate(rate: Any) -> None:
     with pytest.raises(ValueError) as exc:
         Node("src", rate_hz=rate)
-    assert str(exc.value) == f"Node 'src': rate_hz must be a positive number of steps per second, got {rate!r}"
+    expected = f"Node 'src': rate_hz must be a positive number of steps per second, got {rate!r}"
+    assert str(exc.value) == expected
 
 
 @pytest.mark.xfail(strict=True, reason="bug: node.py:36 `nan <= 0` is False, so rate_hz=nan is accepted "

@@ -243,7 +243,7 @@ def test_events_stream_states_and_metrics(cluster: Cluster):
     assert ("node", "sink", "running") in kinds
     assert ("node", "sink", "stopped") in kinds
     times = [e["time"] for e in events if e["type"] == "metrics"]
-    assert all(b - a >= 0.2 for a, b in zip(times, times[1:])), "metrics events must be debounced"
+    assert all(b - a >= 0.2 for a, b in zip(times, times[1:], strict=False)), "metrics events must be debounced"
     unsubscribe()
     n = len(events)
     m.start()

@@ -232,7 +232,8 @@ def test_arrays_round_trip_with_dtype_and_shape(signer: Signer, dtype: str, shap
     assert encodings(header) == ["a"]  # raw buffer, never pickled
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wire.py:287 np.ascontiguousarray() turns a 0-d array into shape (1,)")
+@pytest.mark.xfail(strict=True, reason="bug: wire.py:145 np.ascontiguousarray() turns a 0-d array "
+                   "into shape (1,)")
 def test_zero_dimensional_array_keeps_its_shape(signer: Signer) -> None:
     arr = np.array(3.25, dtype=np.float32)
     _, chunk = roundtrip(signer, one("a", arr, "ndarray"))
@@ -247,8 +248,8 @@ def test_zero_dimensional_array_keeps_its_value_and_dtype(signer: Signer) -> Non
     assert got.dtype == np.int16 and got.size == 1 and int(got.reshape(())) == -7
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wire.py:288 memoryview() cannot export datetime64/timedelta64 arrays, "
-                                       "so encode_chunk raises ValueError for an array DataChunk.add accepted")
+@pytest.mark.xfail(strict=True, reason="bug: wire.py:146 memoryview() cannot export datetime64/timedelta64 "
+                   "arrays, so encode_chunk raises ValueError for an array DataChunk.add accepted")
 @pytest.mark.parametrize("dtype", ["datetime64[ms]", "timedelta64[s]"])
 def test_datetime_arrays_round_trip(signer: Signer, dtype: str) -> None:
     arr = np.arange(5).astype(dtype)
@@ -563,15 +564,16 @@ def test_dropped_or_extra_frames_are_rejected(signer: Signer) -> None:
                                     [b"x" * MAC_SIZE, msgpack.packb({"x": "abc"})],
                                     [b"x" * MAC_SIZE, msgpack.packb({"x": [[None, 1, 2]]})],
                                     [b"x" * MAC_SIZE, msgpack.packb({"x": 5})]],
-                         ids=["no-frames", "mac-only", "not-msgpack", "not-a-dict", "x-str", "x-none", "x-int"])
+                         ids=["no-frames", "mac-only", "not-msgpack", "not-a-dict", "x-str", "x-none",
+                              "x-int"])
 def test_malformed_data_messages_are_auth_errors(signer: Signer, frames: list[bytes]) -> None:
     with pytest.raises(AuthError):
         decode_data(signer, frames)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wire.py:352 int(float('inf')) raises OverflowError, which decode_data "
-                                       "does not turn into AuthError, so an unsigned message escapes the "
-                                       "`except wire.AuthError` of its callers")
+@pytest.mark.xfail(strict=True, reason="bug: wire.py:210 int(float('inf')) raises OverflowError, which "
+                   "decode_data does not turn into AuthError, so an unsigned message escapes the "
+                   "`except wire.AuthError` of its callers")
 def test_unsigned_header_with_infinite_buffer_index_is_an_auth_error(signer: Signer) -> None:
     with pytest.raises(AuthError):
         decode_data(signer, [b"x" * MAC_SIZE, msgpack.packb({"x": [[float("inf"), 1, 1]]})])

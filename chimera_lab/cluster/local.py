@@ -30,7 +30,8 @@ class LocalCluster:
             for name in self.names:
                 self._procs.append(subprocess.Popen(
                     [sys.executable, "-c", "from chimera_lab.worker import main; raise SystemExit(main())",
-                     "--ip", self.manager.host, "--port", str(self.manager.port), "--name", name, "--mode", mode, "--quiet"],
+                     "--ip", self.manager.host, "--port", str(self.manager.port), "--name", name,
+                     "--mode", mode, "--quiet"],
                     env=env, stdout=subprocess.DEVNULL))
             self._wait_connected(timeout)
         except BaseException:
@@ -43,7 +44,7 @@ class LocalCluster:
             workers = self.manager.status()["workers"]
             if all(workers.get(n, {}).get("state") == "connected" for n in self.names):
                 return
-            dead = [n for n, p in zip(self.names, self._procs) if p.poll() is not None]
+            dead = [n for n, p in zip(self.names, self._procs, strict=True) if p.poll() is not None]
             if dead:
                 raise ManagerError(f"LocalCluster: worker process(es) {', '.join(dead)} exited while starting")
             if time.monotonic() > deadline:
