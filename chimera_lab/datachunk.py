@@ -43,7 +43,7 @@ class DataChunk:
         if content_type == "image":
             _check_image(name, value)
             if quality is not None:
-                if not isinstance(quality, int) or not 1 <= quality <= 100:
+                if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
                     raise ValueError(f"DataChunk.add({name!r}): quality must be an int in 1..100, got {quality!r}")
                 record["quality"] = quality
         elif content_type == "ndarray" and not isinstance(value, np.ndarray):
@@ -115,12 +115,18 @@ def _check_image(name: str, value: Any) -> None:
         )
     if not (value.ndim == 2 or (value.ndim == 3 and value.shape[2] in (1, 3))):
         raise ValueError(
-            f"DataChunk.add({name!r}): an image must be HxW or HxWx3, got shape {value.shape}; "
-            "send other arrays as content_type='ndarray'"
+            f"DataChunk.add({name!r}): an image must be HxW, HxWx1 (arrives as HxW) or HxWx3, got shape "
+            f"{value.shape}; send other arrays as content_type='ndarray'"
         )
+    if value.size == 0:
+        raise ValueError(f"DataChunk.add({name!r}): the image is empty (shape {value.shape}); JPEG needs pixels")
 
 
 def _values_equal(a: Any, b: Any) -> bool:
+    if type(a) in (list, tuple) and type(b) is type(a):
+        return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is dict and type(b) is dict:
+        return a.keys() == b.keys() and all(_values_equal(a[k], b[k]) for k in a)
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)

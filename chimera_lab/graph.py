@@ -39,10 +39,13 @@ class Graph(nx.DiGraph):
     def add_node(self, node_for_adding: Any, **attr: Any) -> None:
         """Add a Node (names must be unique)."""
         node = _check_node(node_for_adding, "Graph.add_node")
+        self._check_unique(node)
+        super().add_node(node, **attr)
+
+    def _check_unique(self, node: Node) -> None:
         for other in self.nodes:
             if other is not node and other.name == node.name:
-                raise GraphError(f"Graph.add_node: two different nodes are named {node.name!r}; names must be unique")
-        super().add_node(node, **attr)
+                raise GraphError(f"Graph: two different nodes are named {node.name!r}; names must be unique")
 
     def add_nodes_from(self, nodes_for_adding: Iterable[Any], **attr: Any) -> None:
         """Add several Nodes."""
@@ -63,10 +66,16 @@ class Graph(nx.DiGraph):
             )
         if u is v:
             raise GraphError(f"Graph.add_edge: node {u.name!r} cannot feed itself")
+        if u.name == v.name:
+            raise GraphError(f"Graph: two different nodes are named {u.name!r}; names must be unique")
         for n in (u, v):
             if n not in self:
-                self.add_node(n)
-        order = self.in_degree(v)
+                self._check_unique(n)
+        for n in (u, v):
+            if n not in self:
+                super().add_node(n)
+        attr.pop("order", None)
+        order = self[u][v]["order"] if self.has_edge(u, v) else self.in_degree(v)
         super().add_edge(u, v, policy=policy, follow=bool(follow), order=order, **attr)
 
     def add_edges_from(self, ebunch_to_add: Iterable[Sequence[Any]], **attr: Any) -> None:
@@ -131,6 +140,9 @@ class Graph(nx.DiGraph):
             known = set(workers) if workers is not None else None
             placed: dict[str, str] = {}
             for worker, nodes in mapping.items():
+                if isinstance(nodes, (str, Node)) or not isinstance(nodes, Iterable):
+                    problems.append(f"mapping[{worker!r}] must be a list of node names, got {nodes!r}")
+                    continue
                 if known is not None and worker not in known:
                     problems.append(
                         f"mapping names worker {worker!r}, which is not connected "

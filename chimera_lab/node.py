@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from .datachunk import DataChunk
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import NodeRunner
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 ON_ERROR = ("continue", "stop")
 
 
@@ -29,11 +30,12 @@ class Node:
     """
 
     def __init__(self, name: str, rate_hz: float | None = None, on_error: str = "continue") -> None:
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValueError(
                 f"Node name must be a non-empty string of letters, digits, '_', '-' or '.', got {name!r}"
             )
-        if rate_hz is not None and (not isinstance(rate_hz, (int, float)) or rate_hz <= 0):
+        if rate_hz is not None and (isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float))
+                                    or not math.isfinite(rate_hz) or rate_hz <= 0):
             raise ValueError(f"Node {name!r}: rate_hz must be a positive number of steps per second, got {rate_hz!r}")
         if on_error not in ON_ERROR:
             raise ValueError(f"Node {name!r}: on_error must be one of {ON_ERROR}, got {on_error!r}")

@@ -295,12 +295,13 @@ class NodeRunner:
         """Receive one message from input `i` without waiting; None if nothing is there."""
         try:
             if i.policy == "latest":
-                frames: list[Any] = wire.unpack_frames(i.sock.recv(zmq.NOBLOCK, copy=False).buffer)  # type: ignore[union-attr]
+                raw: Any = i.sock.recv(zmq.NOBLOCK, copy=False)  # type: ignore[union-attr]
             else:
-                frames = i.sock.recv_multipart(zmq.NOBLOCK, copy=False)  # type: ignore[union-attr]
+                raw = i.sock.recv_multipart(zmq.NOBLOCK, copy=False)  # type: ignore[union-attr]
         except zmq.Again:
             return None
         try:
+            frames = wire.unpack_frames(raw.buffer) if i.policy == "latest" else raw
             header = wire.decode_data(self.signer, frames)
         except wire.AuthError:
             self.forged += 1

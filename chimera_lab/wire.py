@@ -4,10 +4,12 @@ Frames of every message: ``[mac, header, *buffers]``.
 
 - ``mac`` is HMAC-SHA256 (the cluster key) over ``header`` and every buffer it covers.
 - ``header`` is msgpack. Control messages: a dict with ``"op"``. Data messages: see `encode_chunk`.
-- Buffers of pickled or msgpack content, and any buffer under 64 KiB, are covered by the MAC in full.
-  Raw ``ndarray``/JPEG buffers from 64 KiB up are covered by their length and XXH3-64 digest, which sit in the
-  MAC-covered header: those bytes are only ever reinterpreted as pixels or numbers, never unpickled, and a
-  full MAC over them would halve large-array throughput. Nothing is decoded before the MAC checks.
+- Every buffer is covered by the MAC in full, except raw ``ndarray`` buffers from 64 KiB up: those are
+  covered by their length and XXH3-64 digest, which sit in the MAC-covered header. Their bytes are only
+  ever reinterpreted as numbers (never parsed, never unpickled), and a full MAC over them would halve
+  large-array throughput. JPEG buffers, which libjpeg parses, always get the full MAC.
+- Nothing is decoded before the MAC checks (the header is msgpack-parsed to learn which buffers the MAC
+  covers; anything malformed there is an AuthError).
 """
 
 from __future__ import annotations
@@ -140,11 +142,12 @@ def _encode_value(name: str, value: Any, ctype: str, quality: int, bufs: list[An
     if ctype == "image":
         img = value if value.ndim == 2 or value.shape[2] == 3 else value[:, :, 0]
         bufs.append(_encode_jpeg(img, quality))
-        return [name, ctype, "j", img.ndim, 1]
-    if isinstance(value, np.ndarray) and value.dtype.hasobject is False and value.dtype.fields is None:
-        arr = np.ascontiguousarray(value)
-        bufs.append(memoryview(arr).cast("B") if arr.size else b"")  # type: ignore[arg-type]
-        return [name, ctype, "a", [arr.dtype.str, list(arr.shape)], 1]
+        return [name, ctype, "j", [img.ndim, quality], 1]
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject and value.dtype.fields is None:
+        arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+        # the raw bytes as a flat uint8 view: no copy, and any dtype (datetime64 too) can be exported
+        bufs.append(arr.reshape(-1).view(np.uint8) if arr.size else b"")
+        return [name, ctype, "a", [arr.dtype.str, list(value.shape)], 1]
     if _is_plain(value):
         return [name, ctype, "m", value, 0]
     oob: list[pickle.PickleBuffer] = []
@@ -165,7 +168,7 @@ def encode_chunk(signer: Signer, chunk: DataChunk, seq: int, created: float, hop
     big = []
     for i, b in enumerate(bufs):
         n = _nbytes(b)
-        if n >= BIG and recs_encoding_raw(recs, i):
+        if n >= BIG and recs_encoding_raw(recs, i):  # ndarray buffers only
             big.append([i, n, xxhash.xxh3_64_intdigest(b)])
         else:
             covered.append(b)
@@ -176,12 +179,12 @@ def encode_chunk(signer: Signer, chunk: DataChunk, seq: int, created: float, hop
 
 
 def recs_encoding_raw(recs: list[list[Any]], index: int) -> bool:
-    """Whether buffer `index` belongs to a raw (ndarray or JPEG) record."""
+    """Whether buffer `index` belongs to a raw ndarray record."""
     pos = 0
     for rec in recs:
         n = rec[4]
         if pos <= index < pos + n:
-            return bool(rec[2] in ("a", "j"))
+            return bool(rec[2] == "a")
         pos += n
     return False
 
@@ -198,17 +201,14 @@ def decode_data(signer: Signer, frames: list[Any]) -> dict[str, Any]:
         raise AuthError("malformed data message")
     hb = frames[1].bytes if hasattr(frames[1], "bytes") else frames[1]
     bufs = [f.buffer if hasattr(f, "buffer") else f for f in frames[2:]]
-    # the header must be parsed to know which buffers are covered in full; msgpack is safe to parse,
-    # and nothing in it is acted on before the MAC check below
+    # the header must be parsed to know which buffers the MAC covers in full; msgpack is safe to parse,
+    # nothing in it is acted on before the MAC check, and anything malformed is an AuthError
     try:
         header = msgpack.unpackb(hb, raw=False)
-    except Exception:
-        raise AuthError("malformed data message") from None
-    if not isinstance(header, dict):
-        raise AuthError("malformed data message")
-    try:
+        if not isinstance(header, dict):
+            raise TypeError
         big = {int(i): (int(n), int(c)) for i, n, c in header.get("x", ())}
-    except (TypeError, ValueError):
+    except Exception:
         raise AuthError("malformed data message") from None
     mac = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
     signer.verify(mac, [hb, *(b for i, b in enumerate(bufs) if i not in big)])
@@ -232,10 +232,14 @@ def chunk_from_header(header: dict[str, Any]) -> DataChunk:
             value = meta
         elif enc == "a":
             dtype, shape = meta
-            value = np.frombuffer(bufs[pos], dtype=np.dtype(dtype)).reshape(shape) if n and len(bufs[pos]) else \
-                np.empty(shape, dtype=np.dtype(dtype))
+            dt = np.dtype(dtype)
+            value = np.frombuffer(bufs[pos], dtype=np.uint8).view(dt).reshape(shape) if _nbytes(bufs[pos]) else \
+                np.empty(shape, dtype=dt)
         elif enc == "j":
-            value = _decode_jpeg(bufs[pos], meta)
+            value = _decode_jpeg(bufs[pos], meta[0])
+            records[name] = {"value": value, "content-type": ctype, "quality": meta[1]}
+            pos += n
+            continue
         elif enc == "p":
             value = pickle.loads(bufs[pos], buffers=bufs[pos + 1 : pos + n])
         else:

@@ -374,8 +374,6 @@ def test_get_node_of_a_missing_name_lists_the_names() -> None:
         Graph().get_node("x")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: graph.py:68 passes order= explicitly and again inside **attr "
-                   "when networkx re-adds edges with their data (copy, reverse, Graph(other))")
 @pytest.mark.parametrize("op", ["copy", "reverse", "constructor"])
 def test_graph_can_be_copied_with_networkx(op: str) -> None:
     g, src, mid, out = pipeline()
@@ -383,8 +381,6 @@ def test_graph_can_be_copied_with_networkx(op: str) -> None:
     assert isinstance(h, Graph) and len(h) == 3 and h.number_of_edges() == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: graph.py:67 re-adding an existing edge sets its order to the "
-                   "current in-degree, moving it after later edges and changing the followed input")
 def test_re_adding_an_edge_to_change_its_policy_keeps_the_followed_input() -> None:
     g = Graph()
     cam, lidar, fuse = nodes("cam", "lidar", "fuse")
@@ -413,7 +409,6 @@ def test_node_rejects_bad_names(name: Any) -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="bug: node.py:14 `$` in _NAME_RE matches before a trailing newline")
 def test_node_rejects_a_name_with_a_trailing_newline() -> None:
     with pytest.raises(ValueError, match="Node name must be"):
         Node("cam\n")
@@ -427,8 +422,6 @@ def test_node_rejects_non_positive_or_non_numeric_rate(rate: Any) -> None:
     assert str(exc.value) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="bug: node.py:36 `nan <= 0` is False, so rate_hz=nan is accepted "
-                                       "(and the runner then never paces the source)")
 def test_node_rejects_nan_rate() -> None:
     with pytest.raises(ValueError, match="rate_hz must be a positive number"):
         Node("src", rate_hz=math.nan)

@@ -232,8 +232,6 @@ def test_arrays_round_trip_with_dtype_and_shape(signer: Signer, dtype: str, shap
     assert encodings(header) == ["a"]  # raw buffer, never pickled
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wire.py:145 np.ascontiguousarray() turns a 0-d array "
-                   "into shape (1,)")
 def test_zero_dimensional_array_keeps_its_shape(signer: Signer) -> None:
     arr = np.array(3.25, dtype=np.float32)
     _, chunk = roundtrip(signer, one("a", arr, "ndarray"))
@@ -248,8 +246,6 @@ def test_zero_dimensional_array_keeps_its_value_and_dtype(signer: Signer) -> Non
     assert got.dtype == np.int16 and got.size == 1 and int(got.reshape(())) == -7
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wire.py:146 memoryview() cannot export datetime64/timedelta64 "
-                   "arrays, so encode_chunk raises ValueError for an array DataChunk.add accepted")
 @pytest.mark.parametrize("dtype", ["datetime64[ms]", "timedelta64[s]"])
 def test_datetime_arrays_round_trip(signer: Signer, dtype: str) -> None:
     arr = np.arange(5).astype(dtype)
@@ -402,15 +398,15 @@ def test_non_contiguous_image_round_trips(signer: Signer) -> None:
     assert got.shape == img.shape and mean_abs_error(got, img) < 4
 
 
-def test_big_jpeg_travels_zero_copy(signer: Signer) -> None:
+def test_big_jpeg_is_covered_by_the_full_mac(signer: Signer) -> None:
+    """libjpeg parses JPEG bytes, so even a big JPEG is never covered by a mere digest."""
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     header, chunk = roundtrip(signer, one("img", noise, "image", quality=95))
-    assert header["x"][0][0] == 0 and header["x"][0][1] >= BIG
+    assert len(header["_bufs"][0]) >= BIG and "x" not in header
     assert chunk.get("img")["value"].shape == noise.shape
+    assert chunk.get("img")["quality"] == 95
 
 
-@pytest.mark.xfail(strict=True, reason="bug: DataChunk.add accepts an empty image (e.g. 0x4 uint8), and "
-                                       "encode_chunk then fails inside cv2.imencode with cv2.error")
 def test_an_empty_image_is_rejected_when_added() -> None:
     with pytest.raises(ValueError, match="image"):
         DataChunk().add("img", np.zeros((0, 4), np.uint8), content_type="image")
@@ -479,7 +475,7 @@ def test_flipped_bit_in_any_buffer_is_rejected(signer: Signer, index: int) -> No
 def test_flipped_bit_in_big_jpeg_is_rejected(signer: Signer) -> None:
     noise = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     frames = send(signer, one("img", noise, "image", quality=95))
-    assert "x" in decode_data(signer, frames)
+    assert "x" not in decode_data(signer, frames)
     with pytest.raises(AuthError):
         decode_data(signer, flip(frames, 2, len(frames[2]) // 2))
 
@@ -571,9 +567,6 @@ def test_malformed_data_messages_are_auth_errors(signer: Signer, frames: list[by
         decode_data(signer, frames)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wire.py:210 int(float('inf')) raises OverflowError, which "
-                   "decode_data does not turn into AuthError, so an unsigned message escapes the "
-                   "`except wire.AuthError` of its callers")
 def test_unsigned_header_with_infinite_buffer_index_is_an_auth_error(signer: Signer) -> None:
     with pytest.raises(AuthError):
         decode_data(signer, [b"x" * MAC_SIZE, msgpack.packb({"x": [[float("inf"), 1, 1]]})])

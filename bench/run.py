@@ -1,0 +1,214 @@
+"""`make bench`: every figure of the performance budget (DESIGN.md §4), beside raw pyzmq from the same run.
+
+Each chimera_lab figure runs on a LocalCluster of 2 worker processes (source on one, sink on the other),
+so every message crosses processes over 127.0.0.1 exactly as in a real pipeline. The sink measures on
+the receiving side and writes its samples to a file at teardown, which this script reads.
+
+    python bench/run.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import raw_pyzmq  # noqa: E402
+
+import chimera_lab as cp  # noqa: E402
+from chimera_lab.cluster import LocalCluster  # noqa: E402
+
+
+class Source(cp.Node):
+    """Makes `n` items of one kind ("small", "image" or "array"), paced at `rate_hz` or as fast as it can."""
+
+    def __init__(self, name: str, kind: str, n: int, rate_hz: float | None = None) -> None:
+        super().__init__(name=name, rate_hz=rate_hz)
+        self.kind, self.n = kind, n
+
+    def prep(self) -> None:
+        import cv2
+
+        self.i = 0
+        h, w = 480, 640
+        yy, xx = np.mgrid[0:h, 0:w]
+        self.base = np.dstack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 255 // (w + h))]).astype(np.uint8)
+        self.cv2 = cv2
+        self.array = np.random.default_rng(0).random(1 << 17)  # 1 MiB of float64
+
+    def step(self) -> Any:
+        self.i += 1
+        if self.i > self.n:
+            raise StopIteration
+        if self.kind == "small":
+            return self.i
+        chunk = cp.DataChunk()
+        if self.kind == "image":
+            frame = self.base.copy()
+            x = (self.i * 7) % 560
+            frame[200:280, x:x + 80] = 255  # a moving box, so frames differ
+            chunk.add("frame", frame, "image")
+        else:
+            chunk.add("array", self.array, "ndarray")
+        return chunk
+
+
+class Probe(cp.Node):
+    """Records the arrival time and end-to-end latency of every item; writes them to `out` at teardown."""
+
+    def __init__(self, name: str, out: str) -> None:
+        super().__init__(name=name)
+        self.out = out
+
+    def prep(self) -> None:
+        self.arrivals: list[float] = []
+        self.latency: list[float] = []
+
+    def step(self, data: dict[str, cp.DataChunk]) -> None:
+        now = time.time()
+        (chunk,) = data.values()
+        self.arrivals.append(now)
+        self.latency.append(now - chunk.created)
+
+    def teardown(self) -> None:
+        np.savez(self.out, arrivals=np.asarray(self.arrivals), latency=np.asarray(self.latency))
+
+
+class Pass(cp.Node):
+    """A step that passes its input on (for the commit benchmark)."""
+
+    def step(self, data: dict[str, cp.DataChunk]) -> Any:
+        return next(iter(data.values()))
+
+
+def run_pipeline(cluster: LocalCluster, kind: str, n: int, rate_hz: float | None,
+                 timeout: float = 120.0) -> dict[str, Any]:
+    """Source on one worker → probe on the other; returns the probe's samples and the metrics."""
+    m = cluster.manager
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "probe.npz")
+        g = cp.Graph()
+        g.add_edge(Source("source", kind, n, rate_hz), Probe("probe", out))
+        w = cluster.workers
+        m.commit_graph(g, {w[0]: ["source"], w[1]: ["probe"]})
+        m.start()
+        deadline = time.monotonic() + timeout
+        while m.status()["nodes"]["source"]["state"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        m.stop()
+        metrics = m.metrics()
+        m.reset()
+        data = np.load(out)
+        return {"arrivals": data["arrivals"], "latency": data["latency"], "metrics": metrics}
+
+
+def measure(quick: bool) -> list[dict[str, Any]]:
+    """Run every figure; return rows of (what, raw, ours, unit, target, ok)."""
+    scale = 5 if quick else 1
+    rows: list[dict[str, Any]] = []
+
+    def row(what: str, raw: float, ours: float, unit: str, target: str, ok: bool, note: str = "") -> None:
+        rows.append({"what": what, "raw_pyzmq": raw, "chimera_lab": ours, "unit": unit, "target": target,
+                     "ok": ok, "note": note})
+        print(f"  {what}: raw {raw:.4g} {unit}, chimera_lab {ours:.4g} {unit} (target {target}) "
+              f"{'OK' if ok else 'MISSED'} {note}", flush=True)
+
+    with LocalCluster(2) as cluster:
+        # 1. small-message latency: one message in flight at a time (paced), like a ping-pong
+        raw = raw_pyzmq.small_latency(quick=quick)
+        r = run_pipeline(cluster, "small", 4000 // scale, rate_hz=1000)
+        p50 = float(np.percentile(r["latency"], 50)) * 1e3
+        row("small message latency p50, source→sink", raw["oneway_p50_us"] / 1e3, p50, "ms", "≤ 0.25 ms",
+            p50 <= 0.25, f"(raw round trip {raw['rtt_p50_us']:.0f} µs)")
+
+        # 2. lossless small-message throughput on one edge
+        raw = raw_pyzmq.small_throughput(quick=quick)
+        n = 200_000 // scale
+        r = run_pipeline(cluster, "small", n, rate_hz=None)
+        arr = r["arrivals"]
+        rate = (len(arr) - 1) / (arr[-1] - arr[0])
+        lost = n - len(arr)
+        row("small messages, lossless throughput", raw["msgs_per_s"], rate, "msg/s", "≥ 50k msg/s, 0 lost",
+            rate >= 50_000 and lost == 0, f"(lost {lost} of {n})")
+
+        # 3. 640x480 image at 30 fps: latency from creation (before JPEG) to decoded at the sink
+        raw = raw_pyzmq.image_paced(quick=quick)
+        r = run_pipeline(cluster, "image", int(30 * (4 if quick else 10)), rate_hz=30)
+        p50, p99 = (float(v) * 1e3 for v in np.percentile(r["latency"], [50, 99]))
+        row("640x480 image at 30 fps, latency p50", raw["p50_ms"], p50, "ms", "≤ 4 ms", p50 <= 4)
+        row("640x480 image at 30 fps, latency p99", raw["p99_ms"], p99, "ms", "≤ 15 ms", p99 <= 15)
+
+        # 4. 640x480 image, unpaced: frames delivered per second (lossless edge)
+        raw = raw_pyzmq.image_unpaced(quick=quick)
+        r = run_pipeline(cluster, "image", 3000 // scale, rate_hz=None)
+        arr = r["arrivals"]
+        fps = (len(arr) - 1) / (arr[-1] - arr[0])
+        row("640x480 image unpaced, delivered", raw["delivered_fps"], fps, "fps", "≥ 500 fps", fps >= 500)
+
+        # 5. 1 MiB ndarray per message
+        raw = raw_pyzmq.ndarray_throughput(quick=quick)
+        n = 2000 // scale
+        r = run_pipeline(cluster, "array", n, rate_hz=None)
+        arr = r["arrivals"]
+        gbps = (len(arr) - 1) * (1 << 20) / (arr[-1] - arr[0]) / 1e9
+        row("1 MiB ndarray per message", raw["gb_per_s"], gbps, "GB/s", "≥ 1.5 GB/s", gbps >= 1.5)
+
+        # 6. commit a 10-node graph on 2 workers (a chain alternating between the workers)
+        m, w = cluster.manager, cluster.workers
+        times = []
+        for _ in range(2 if quick else 3):
+            g = cp.Graph()
+            chain: list[cp.Node] = [Source("n0", "small", 10, rate_hz=10)]
+            chain += [Pass(f"n{i}") for i in range(1, 10)]
+            for a, b in zip(chain, chain[1:], strict=False):
+                g.add_edge(a, b)
+            mapping = {w[0]: [n.name for n in chain[0::2]], w[1]: [n.name for n in chain[1::2]]}
+            t0 = time.perf_counter()
+            m.commit_graph(g, mapping)
+            times.append(time.perf_counter() - t0)
+            m.reset()
+        best = float(np.median(times))
+        rows.append({"what": "commit a 10-node graph on 2 workers", "raw_pyzmq": None, "chimera_lab": best,
+                     "unit": "s", "target": "≤ 3 s", "ok": best <= 3, "note": ""})
+        print(f"  commit 10 nodes on 2 workers: {best:.2f} s (target ≤ 3 s)", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (for the README)."""
+    out = ["| what | raw pyzmq (same run) | chimera_lab | target | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        raw = "—" if r["raw_pyzmq"] is None else f"{r['raw_pyzmq']:.4g} {r['unit']}"
+        out.append(f"| {r['what']} | {raw} | {r['chimera_lab']:.4g} {r['unit']} | {r['target']} | "
+                   f"{'yes' if r['ok'] else 'NO'} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke run)")
+    p.add_argument("--json", default="bench/results/latest.json", help="where to write the results")
+    args = p.parse_args()
+    print("chimera_lab benchmarks (each beside raw pyzmq measured in this run)", flush=True)
+    rows = measure(args.quick)
+    print()
+    print(markdown(rows))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"time": time.time(), "quick": args.quick, "rows": rows}, indent=2))
+    missed = [r["what"] for r in rows if not r["ok"]]
+    if missed:
+        print(f"\nMISSED: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
