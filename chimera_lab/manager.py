@@ -546,7 +546,6 @@ class Manager:
         if failed:
             log.warning("Manager: nodes that did not stop cleanly: %s",
                         "; ".join(f"{n}: {r.get('error')}" for n, r in failed.items()))
-        self._call(lambda: self._tick(0.0))
         log.info("Manager: stopped")
 
     def _teardown_nodes(self, timeout: float) -> dict[str, dict[str, Any]]:
