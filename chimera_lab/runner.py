@@ -259,37 +259,35 @@ class NodeRunner:
             o.dropped += 1
 
     def _send_all(self, o: _Output, frames: list[Any], big: bool) -> None:
-        try:
-            o.sock.send_multipart(frames, zmq.NOBLOCK, copy=not big)
-            o.sent += 1
-            return
-        except zmq.Again:
-            pass
-        # back-pressure: wait until the edge has room, staying responsive to control messages
-        poller = zmq.Poller()
-        poller.register(o.sock, zmq.POLLOUT)
-        poller.register(self.ctrl, zmq.POLLIN)
+        poller: zmq.Poller | None = None
         give_up: float | None = None
         while True:
-            ev = dict(poller.poll(200))
-            if self.ctrl in ev:
-                self.poll_control()
-            if o not in self.outputs or self.exit:
-                o.dropped += 1
+            try:
+                o.sock.send_multipart(frames, zmq.NOBLOCK, copy=not big)
+                o.sent += 1
                 return
-            if not self.running:  # stopping: downstream gets a little time to make room, then we give up
-                give_up = give_up or time.monotonic() + DRAIN_IDLE
-                if time.monotonic() > give_up:
+            except zmq.Again:
+                pass
+            # back-pressure: wait until the edge has room, staying responsive to control messages
+            if poller is None:
+                poller = zmq.Poller()
+                poller.register(o.sock, zmq.POLLOUT)
+                poller.register(self.ctrl, zmq.POLLIN)
+            while True:
+                ev = dict(poller.poll(200))
+                if self.ctrl in ev:
+                    self.poll_control()
+                if o not in self.outputs or self.exit:
                     o.dropped += 1
                     return
-            if o.sock in ev:
-                try:
-                    o.sock.send_multipart(frames, zmq.NOBLOCK, copy=not big)
-                    o.sent += 1
-                    return
-                except zmq.Again:
-                    continue
-            self.maybe_report()
+                if not self.running:  # stopping: downstream gets a little time to make room, then we give up
+                    give_up = give_up or time.monotonic() + DRAIN_IDLE
+                    if time.monotonic() > give_up:
+                        o.dropped += 1
+                        return
+                if o.sock in ev:
+                    break
+                self.maybe_report()
 
     def _recv(self, i: _Input) -> dict[str, Any] | None:
         """Receive one message from input `i` without waiting; None if nothing is there."""

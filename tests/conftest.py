@@ -14,6 +14,7 @@ import pipeline_nodes
 import pytest
 
 import chimera_lab as cp
+from chimera_lab.cluster.local import wait_or_kill
 
 # the test nodes travel by value, as classes defined in a notebook do
 cp.send_by_value(pipeline_nodes)
@@ -73,11 +74,7 @@ class Cluster:
         for w in self.workers:
             w.shutdown()
         for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()  # a process this test started, by its PID
-                p.wait()
+            wait_or_kill(p, 10)  # processes this test started
 
 
 @pytest.fixture

@@ -11,6 +11,15 @@ from typing import Any
 from ..manager import Manager, ManagerError
 
 
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """Wait for a process we started to exit; kill it (by its PID) if it has not after `timeout` s."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 class LocalCluster:
     """A Manager and `n_workers` worker processes (``local-0``, ``local-1``, ...) on 127.0.0.1.
 
@@ -60,11 +69,7 @@ class LocalCluster:
         """Shut the Manager down and make sure every worker process has ended."""
         self.manager.shutdown()
         for p in self._procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()  # a process this cluster started, by its PID
-                p.wait()
+            wait_or_kill(p, 10)
 
     def __enter__(self) -> LocalCluster:
         return self
