@@ -36,8 +36,9 @@ _LOCAL: dict[tuple[str, int], bytes] = {}  # Managers of this process: in-proces
 
 
 def local_manager_key(host: str, port: int) -> bytes | None:
-    """The key of a Manager running in this process at host:port, if any."""
-    return _LOCAL.get(("127.0.0.1" if host in ("localhost", "") else host, port))
+    """The key of a Manager running in this process at host:port (or listening on all interfaces), if any."""
+    host = "127.0.0.1" if host in ("localhost", "") else host
+    return _LOCAL.get((host, port)) or _LOCAL.get(("0.0.0.0", port))
 
 
 def send_by_value(module: Any) -> None:
@@ -68,6 +69,7 @@ class WorkerInfo:
     pid: int = 0
     cwd: str = ""
     mode: str = "process"
+    data_host: str = "127.0.0.1"  # where the worker's nodes listen (and which way it lies from here)
     state: str = "connected"
     last_seen: float = 0.0
     offset: float = 0.0
@@ -310,7 +312,8 @@ class Manager:
                 self._by_ident.pop(old.ident, None)
             self.workers[name] = WorkerInfo(name=name, ident=ident, hostname=msg.get("hostname", ""),
                                             pid=msg.get("pid", 0), cwd=msg.get("cwd", ""),
-                                            mode=msg.get("mode", "process"), last_seen=time.monotonic())
+                                            mode=msg.get("mode", "process"),
+                                            data_host=msg.get("data_host", "127.0.0.1"), last_seen=time.monotonic())
             self._by_ident[ident] = name
         self._send(name, {"op": "welcome"})
         log.info("Manager: worker %r connected (pid %s on %s)", name, msg.get("pid"), msg.get("hostname"))
@@ -668,7 +671,12 @@ class Tap:
         port = self._sock.bind_to_random_port(f"tcp://{manager.host}")
         self.forged = 0
         self.closed = False
-        manager._to_node(node, {"op": "tap", "tap": self.id, "addr": f"tcp://{manager.host}:{port}"})
+        host = manager.host
+        if host in ("0.0.0.0", "*"):  # listening everywhere: give the node the address that faces its worker
+            from .worker import local_address_towards
+
+            host = local_address_towards(manager.workers[manager.nodes[node].worker].data_host)
+        manager._to_node(node, {"op": "tap", "tap": self.id, "addr": f"tcp://{host}:{port}"})
 
     def get(self, timeout: float | None = None) -> DataChunk | None:
         """The next output of the node, or None after `timeout` seconds."""

@@ -258,3 +258,20 @@ def test_clock_offsets_are_estimated(cluster: Cluster):
                    "a clock estimate")
     assert abs(w["clock_offset"]) < 0.005  # same machine: the estimate is close to zero
     assert 0 < w["rtt"] < 0.05
+
+
+def test_manager_listening_on_all_interfaces_still_taps(tmp_path):
+    """host="0.0.0.0" (for remote workers): workers join and taps get a connectable address."""
+    with cp.Manager(host="0.0.0.0", port=0) as m:
+        w = cp.Worker("a").connect("127.0.0.1", m.port)  # in-process: finds the key itself
+        try:
+            g = cp.Graph()
+            g.add_edge(Count("source", rate_hz=50), Scale("step"))
+            m.commit_graph(g, {"a": ["source", "step"]})
+            with m.tap("step") as tap:
+                m.start()
+                assert tap.get(5).get("default")["value"] % 3 == 0
+            m.stop()
+        finally:
+            m.shutdown()
+            w.shutdown()
