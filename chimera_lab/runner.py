@@ -460,7 +460,10 @@ class NodeRunner:
                 wait = next_t - t
                 if wait > 0:
                     self.poll_control(int(wait * 1000))
-                    while time.monotonic() < next_t:  # sub-millisecond remainder
+                    # spin the sub-millisecond remainder: measured against sleeping it, this halves the
+                    # latency of small messages (a vCPU woken from idle at the tick is slow to start);
+                    # it costs at most 1 ms of CPU per tick (3 % of a core at 30 Hz)
+                    while time.monotonic() < next_t:
                         pass
                     if not self.running or self.exit:
                         break
