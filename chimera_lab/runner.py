@@ -58,10 +58,6 @@ class _Output:
         self.sent = self.dropped = 0
 
 
-class Stop(Exception):
-    """Raised inside a blocked send or receive when the node must stop."""
-
-
 class NodeRunner:
     """Runs one node: binds its inputs, preps, then steps on command until torn down."""
 
@@ -86,7 +82,6 @@ class NodeRunner:
         self.rate = 0.0
         self.errors = 0
         self.forged = 0
-        self.last_error: str | None = None
         self.origin = 0.0  # creation time of the data being processed (Manager clock)
         self.hops: list[list[Any]] = []
         self.lat = [0.0] * LAT_RING
@@ -219,10 +214,6 @@ class NodeRunner:
     # ---------------------------------------------------------------------------------------------
     # data plane
     # ---------------------------------------------------------------------------------------------
-    def now(self) -> float:
-        """Current time on the Manager's clock."""
-        return time.time() + self.offset
-
     def emit(self, value: Any) -> None:
         """Send `value` (what step returned) on every output."""
         chunk = as_chunk(value)
@@ -383,7 +374,6 @@ class NodeRunner:
         """Report an exception raised by the node's code; stop the node if it asked for that."""
         self.errors += 1
         tb = traceback.format_exc()
-        self.last_error = tb
         self.report({"op": "error", "error": f"{type(exc).__name__}: {exc}", "tb": tb, "count": self.errors})
         if self.node is not None and self.node.on_error == "stop":
             self.running = False
@@ -437,6 +427,8 @@ class NodeRunner:
     # ---------------------------------------------------------------------------------------------
     def receive(self, timeout: float | None) -> dict[str, Any] | None:
         """Inputs for a node that owns its loop: the next followed message with the others' latest."""
+        if self.follow is None:
+            raise RuntimeError(f"node {self.name!r} has no inputs: receive() is for nodes with upstream nodes")
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.running and not self.exit:
             data = self._next_inputs(50)
@@ -573,9 +565,6 @@ class NodeRunner:
             if self._stop_req is not None:
                 self.reply(self._stop_req, steps=self.steps)
                 self._stop_req = None
-        if self.state in ("running",):
-            self.drain()
-            self.send_eos()
         err = None
         try:
             self.node.teardown()
