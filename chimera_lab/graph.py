@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import networkx as nx
 
-from .node import Node
+from .node import Node, has_custom_main
 
 POLICIES = ("all", "latest")
 
@@ -25,6 +26,28 @@ def _check_node(obj: Any, where: str) -> Node:
             "super().__init__(name=name) to its __init__"
         )
     return obj
+
+
+def _step_signature_problem(node: Node, kind: str) -> str | None:
+    """Why `node.step` cannot be called the way its place in the graph needs, if it cannot."""
+    if has_custom_main(node):
+        return None
+    try:
+        sig = inspect.signature(node.step)
+    except (TypeError, ValueError):
+        return None
+    try:
+        if kind == "source":
+            sig.bind()
+        else:
+            sig.bind({})
+    except TypeError:
+        if kind == "source":
+            return (f"node {node.name!r} is a source (nothing feeds it) but its step() needs arguments; "
+                    "define step(self), or add the edge that feeds it")
+        return (f"node {node.name!r} has inputs but its step() takes no data; define step(self, data) "
+                "(data maps each upstream node's name to its DataChunk)")
+    return None
 
 
 class Graph(nx.DiGraph):
@@ -130,6 +153,9 @@ class Graph(nx.DiGraph):
             cycle = " -> ".join(u.name for u, _ in nx.find_cycle(self))
             problems.append(f"the graph has a cycle ({cycle}); a pipeline must be a DAG")
         for v in self.nodes:
+            problem = _step_signature_problem(v, self.kind(v)) if isinstance(v, Node) else None
+            if problem:
+                problems.append(problem)
             follows = [u.name for u, _, d in self.in_edges(v, data=True) if d.get("follow")]
             if len(follows) > 1:
                 problems.append(

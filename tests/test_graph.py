@@ -442,3 +442,24 @@ def test_node_rejects_bad_on_error(on_error: Any) -> None:
 
 def test_node_accepts_on_error_stop() -> None:
     assert Node("n", on_error="stop").on_error == "stop"
+
+
+def test_step_signature_must_match_the_nodes_place() -> None:
+    class NoData(Node):
+        def step(self):  # type: ignore[override]
+            return 1
+
+    class NeedsData(Node):
+        def step(self, data):  # type: ignore[override]
+            return data
+
+    g = Graph()
+    g.add_edge(NeedsData("src"), NoData("sink"))
+    with pytest.raises(GraphError) as info:
+        g.validate()
+    msg = str(info.value)
+    assert "'src' is a source" in msg and "define step(self)" in msg
+    assert "'sink' has inputs but its step() takes no data" in msg and "step(self, data)" in msg
+    ok = Graph()
+    ok.add_edge(NoData("src"), NeedsData("sink"))
+    ok.validate()

@@ -274,3 +274,36 @@ def test_manager_listening_on_all_interfaces_still_taps(tmp_path):
         finally:
             m.shutdown()
             w.shutdown()
+
+
+class SetupAndTeardown(cp.Node):
+    """Uses the setup() alias and writes a file in teardown."""
+
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(name=name)
+        self.path = path
+
+    def setup(self) -> None:
+        self.seen = 0
+
+    def step(self, data: dict[str, cp.DataChunk]) -> None:
+        self.seen += 1
+
+    def teardown(self) -> None:
+        with open(self.path, "w") as f:
+            f.write(str(self.seen))
+
+
+def test_setup_alias_and_teardown_run_on_the_worker(cluster: Cluster, tmp_path):
+    cluster.worker("a")
+    m = cluster.manager
+    out = tmp_path / "seen.txt"
+    g = cp.Graph()
+    g.add_edge(Count("source", n=25), SetupAndTeardown("node", str(out)))
+    m.commit_graph(g, {"a": ["source", "node"]})
+    m.start()
+    wait_until(lambda: m.status()["nodes"]["source"]["state"] == "stopped", 10, "the source to finish")
+    m.stop()
+    assert not out.exists()  # teardown runs at reset, not at stop
+    m.reset()
+    assert out.read_text() == "25"
