@@ -97,6 +97,8 @@ class Manager:
 
     ``Manager(host="127.0.0.1", port=9000)``: if the port is taken another free one is used (and
     logged); ``port=0`` takes any free port. ``token`` fixes the cluster key (default: a new random one).
+    ``logdir`` is where recorded sessions are to be written (default ``./chimera-logs``, created only when
+    something is recorded; recording itself is not implemented yet).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, logdir: str | Path | None = None,
