@@ -4,11 +4,14 @@ from .datachunk import DataChunk
 from .graph import Graph, GraphError
 from .manager import CommitError, Manager, ManagerError, Tap, send_by_value
 from .node import Node
+from .records.collect import CollectError
+from .records.session import Session
 from .worker import Worker, WorkerError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CollectError",
     "CommitError",
     "DataChunk",
     "Graph",
@@ -16,6 +19,7 @@ __all__ = [
     "Manager",
     "ManagerError",
     "Node",
+    "Session",
     "Tap",
     "Worker",
     "WorkerError",

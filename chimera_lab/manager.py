@@ -27,6 +27,7 @@ import zmq
 from . import wire
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
+from .records.collect import SessionState, new_session
 
 log = logging.getLogger("chimera_lab.manager")
 
@@ -119,6 +120,7 @@ class Manager:
         self.nodes: dict[str, NodeInfo] = {}
         self.graph: Graph | None = None
         self.mapping: dict[str, list[str]] = {}
+        self.session: SessionState | None = None  # the session being recorded since the last commit
         self.state = "idle"
         self.forged = 0
         self._rejected: set[bytes] = set()
@@ -272,7 +274,7 @@ class Manager:
     def _on_message(self, frames: list[bytes]) -> None:
         ident = frames[0]
         try:
-            msg, _ = wire.decode_control(self.signer, frames[1:])
+            msg, blobs = wire.decode_control(self.signer, frames[1:])
         except wire.AuthError:
             with self._lock:
                 self.forged += 1
@@ -288,6 +290,8 @@ class Manager:
             if self.forged <= 3 or self.forged % 1000 == 0:
                 log.warning("Manager: dropped an unsigned or forged message (%d so far)", self.forged)
             return
+        if blobs:
+            msg["_blobs"] = blobs
         op = msg["op"]
         if op == "hello":
             self._on_hello(ident, msg)
@@ -350,6 +354,8 @@ class Manager:
         if info is None:
             return
         entry = {"time": time.time(), "error": msg["error"], "traceback": msg.get("tb", "")}
+        if msg.get("recording") and self.session is not None:
+            self.session.errors.append({"node": info.name, "worker": worker.name, **entry})
         with self._lock:
             info.errors.append(entry)
             info.error_count = msg.get("count", info.error_count + 1)
@@ -477,6 +483,7 @@ class Manager:
                 for name in names:
                     self.nodes[name] = NodeInfo(name, worker, graph.kind(graph.get_node(name)))
             self.graph, self.mapping = graph, by_worker
+            self.session = None
             for w in self.workers.values():
                 w.nodes = list(by_worker.get(w.name, []))
         self.state = "committing"
@@ -541,7 +548,8 @@ class Manager:
         failed = {n: r for n, r in self._wait(futs, timeout, "start").items() if not r.get("ok")}
         if failed:
             raise ManagerError("could not start: " + "; ".join(f"{n}: {r.get('error')}" for n, r in failed.items()))
-        self.state = "running"
+        if self.state != "recording":
+            self.state = "running"
         log.info("Manager: started %d nodes", len(futs))
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -550,11 +558,61 @@ class Manager:
         futs = {n: self._request(self.nodes[n].worker, {"op": "stop", "node": n}) for n in self._live_nodes()}
         replies = self._wait(futs, timeout, "stop")
         failed = {n: r for n, r in replies.items() if not r.get("ok")}
+        if self.state == "recording" and self.session is not None:
+            seg = self.session.segments[-1]
+            seg["stop"] = time.time()
+            seg["samples"] = {n: {s["name"]: s["samples"] for s in r.get("streams") or []} for n, r in replies.items()}
+            self.session.manifests[seg["index"]] = {n: r["streams"] for n, r in replies.items() if r.get("streams")}
+            log.info("Manager: recording segment %d ended", seg["index"])
         self.state = "stopped"
         if failed:
             log.warning("Manager: nodes that did not stop cleanly: %s",
                         "; ".join(f"{n}: {r.get('error')}" for n, r in failed.items()))
         log.info("Manager: stopped")
+
+    def record(self, name: str = "session", timeout: float = 30.0) -> Path:
+        """Start writing what nodes save (a new segment; starts the graph if it is not running)."""
+        self._require_graph("record")
+        if self.state == "recording":
+            raise ManagerError("already recording; stop() ends the segment, record() then starts the next")
+        if self.session is None:
+            try:
+                self.session = new_session(self.logdir, name)
+            except OSError as exc:
+                raise ManagerError(f"cannot write the session folder under {self.logdir}: {exc.strerror or exc}; "
+                                   "choose a writable folder with Manager(logdir=...)") from None
+            log.info("Manager: recording session %s", self.session.path)
+        session = self.session
+        index = len(session.segments) + 1
+        live = self._live_nodes()
+        # nodes open their segment before they start, so from idle even the first step is recorded
+        futs = {n: self._request(self.nodes[n].worker, {"op": "record", "node": n, "session": session.id,
+                                                        "segment": index}) for n in live}
+        failed = {n: r for n, r in self._wait(futs, timeout, "record").items() if not r.get("ok")}
+        was_running = self.state == "running"
+        self.state = "recording"
+        session.segments.append({"index": index, "start": time.time(), "stop": None})
+        session.workers |= {self.nodes[n].worker for n in live}
+        if not failed and not was_running:
+            self.start(timeout)
+        if failed:
+            self.stop(timeout)
+            raise ManagerError("cannot record: " + "; ".join(
+                f"node {n!r} on worker {self.nodes[n].worker!r}: {r.get('error')}" for n, r in failed.items()))
+        log.info("Manager: recording segment %d", index)
+        return session.path
+
+    def collect(self, move: bool = True, keep_on_worker: bool = False, progress: bool = True,
+                timeout: float = 600.0) -> Path:
+        """Bring every worker's recorded files into the session folder (verified); return the folder."""
+        if self.session is None:
+            raise ManagerError("nothing to collect: record() first (collect() gathers the session recorded "
+                               "since the last commit_graph)")
+        if self.state == "recording":
+            self.stop()
+        from .records.collect import collect
+
+        return collect(self, move=move, keep_on_worker=keep_on_worker, progress=progress, timeout=timeout)
 
     def _teardown_nodes(self, timeout: float) -> dict[str, dict[str, Any]]:
         futs = {n: self._request(i.worker, {"op": "teardown", "node": n})
@@ -570,7 +628,7 @@ class Manager:
         """Stop (if running) and tear down every node (their `teardown` runs); workers stay connected."""
         if self.graph is None:
             return
-        if self.state == "running":
+        if self.state in ("running", "recording"):
             self.stop()
         self._teardown_nodes(timeout)
         with self._lock:
@@ -627,7 +685,8 @@ class Manager:
             }
 
     def metrics(self) -> dict[str, dict[str, Any]]:
-        """Per node: state, steps, steps/s, latency p50/p99 (ms, from the source's creation), edges, errors."""
+        """Per node: state, steps, steps/s, latency p50/p99 (ms, from the source's creation), edges, errors,
+        and recording (per stream saved/written/lost, and what waits to be written)."""
         with self._lock:
             out: dict[str, dict[str, Any]] = {}
             for n in self.nodes.values():
@@ -640,6 +699,7 @@ class Manager:
                     "latency_p99_ms": None if p99 is None else p99 * 1e3,
                     "errors": n.error_count, "forged": m.get("forged", 0),
                     "inputs": {}, "outputs": dict(m.get("outputs", {})),
+                    "recording": m.get("recording", {"recording": False, "queued": 0, "streams": {}}),
                 }
             for n in self.nodes.values():
                 for src, e in n.metrics.get("inputs", {}).items():

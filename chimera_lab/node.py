@@ -81,6 +81,37 @@ class Node:
             raise RuntimeError(f"Node {self.name!r}: receive() only works while the node runs on a worker")
         return self._runner.receive(timeout)
 
+    # -- recording (written on a background thread of the node process while the Manager records) ---
+    def save_video(self, name: str, frame: Any, fps: float | None = None, quality: int = 90,
+                   timestamp: float | None = None) -> None:
+        """Append a frame (uint8 HxW or HxWx3) to video stream `name` (MJPG AVI; fps None: measured)."""
+        self._save("video", name, frame, timestamp, fps=fps, quality=quality)
+
+    def save_image(self, name: str, img: Any, timestamp: float | None = None) -> None:
+        """Save an image (uint8 HxW or HxWx3) as the next lossless PNG of stream `name`."""
+        self._save("image", name, img, timestamp)
+
+    def save_audio(self, name: str, samples: Any, rate: int, channels: int, timestamp: float | None = None) -> None:
+        """Append samples ((n,) or (n, channels); int16, int32 or float32) to WAV stream `name`."""
+        self._save("audio", name, samples, timestamp, rate=rate, channels=channels)
+
+    def save_tabular(self, name: str, data: Any, timestamp: float | None = None) -> None:
+        """Append a row (a dict) or rows (a pandas DataFrame) to CSV stream `name`."""
+        self._save("tabular", name, data, timestamp)
+
+    def save_json(self, name: str, obj: Any, timestamp: float | None = None) -> None:
+        """Append a JSON-serializable object to JSON-lines stream `name`."""
+        self._save("json", name, obj, timestamp)
+
+    def save_text(self, name: str, text: str, timestamp: float | None = None) -> None:
+        """Append text to text stream `name`."""
+        self._save("text", name, text, timestamp)
+
+    def _save(self, kind: str, name: str, value: Any, timestamp: float | None, **opts: Any) -> None:
+        if self._runner is None:
+            raise RuntimeError(f"Node {self.name!r}: save_{kind}() only works while the node runs on a worker")
+        self._runner.save(kind, name, value, timestamp, opts)
+
     # -- plumbing ----------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -18,6 +18,7 @@ import struct
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -28,6 +29,7 @@ import zmq
 from . import wire
 from .datachunk import as_chunk
 from .node import Node, has_custom_main
+from .records.recorder import Recorder
 
 REPORT_EVERY = 0.5  # seconds between metrics reports
 CONTROL_EVERY = 0.01  # seconds between control checks while data flows
@@ -102,6 +104,8 @@ class NodeRunner:
         self._async_step = False
         self._stop_req: dict[str, Any] | None = None
         self._teardown_req: dict[str, Any] | None = None
+        self.recorder = Recorder(self.name, lambda: time.time() + self.offset)
+        self.data_dir = config.get("data_dir", "chimera-data")
 
     # ---------------------------------------------------------------------------------------------
     # control plane
@@ -157,8 +161,8 @@ class NodeRunner:
             if self.running:
                 self._stop_req = msg
                 self.running = False
-            else:
-                self.reply(msg, steps=self.steps)
+            else:  # already stopped (by itself): the stop still ends a recording segment
+                self.reply(msg, steps=self.steps, streams=self.end_recording())
         elif op == "tap":
             self.taps[msg["tap"]] = self._connect(msg["tap"], msg["addr"], "latest")
         elif op == "untap":
@@ -173,6 +177,14 @@ class NodeRunner:
             for i in self.inputs:
                 if i.src == peer:
                     i.eos = True
+        elif op == "record":
+            folder = Path(self.data_dir) / msg["session"] / self.name / f"segment-{msg['segment']}"
+            try:
+                self.recorder.start_segment(folder)
+            except OSError as exc:
+                self.reply(msg, False, error=f"cannot write to {folder}: {exc.strerror or exc}")
+                return
+            self.reply(msg)
         elif op == "clock":
             self.offset = msg["offset"]
         elif op == "teardown":
@@ -370,6 +382,25 @@ class NodeRunner:
             self.steps += 1
             self.record_error(exc)
 
+    def save(self, kind: str, name: str, value: Any, timestamp: float | None, opts: dict[str, Any]) -> None:
+        """Queue a sample for recording, stamped with the creation time of the data it comes from."""
+        if timestamp is None:
+            timestamp = self.origin if self.kind != "source" and self.origin else time.time() + self.offset
+        self.recorder.save(kind, name, value, timestamp, opts)
+
+    def end_recording(self) -> list[dict[str, Any]]:
+        """Close the recording segment, if one is open, and report any writing errors."""
+        manifest = self.recorder.end_segment()
+        self.report_recording_errors()
+        return manifest
+
+    def report_recording_errors(self) -> None:
+        """Report what the recorder's thread could not write."""
+        while not self.recorder.errors.empty():
+            msg = self.recorder.errors.get()
+            self.errors += 1
+            self.report({"op": "error", "error": msg, "tb": "", "count": self.errors, "recording": True})
+
     def record_error(self, exc: BaseException) -> None:
         """Report an exception raised by the node's code; stop the node if it asked for that."""
         self.errors += 1
@@ -389,6 +420,7 @@ class NodeRunner:
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 self.running, self.exit = False, True  # orphaned: the worker that started us is gone
                 return
+            self.report_recording_errors()
             self.send_metrics(t)
 
     def send_metrics(self, t: float | None = None) -> None:
@@ -420,6 +452,7 @@ class NodeRunner:
             "inputs": {i.src: {"received": i.received, "dropped": i.dropped, "superseded": i.superseded,
                                "policy": i.policy} for i in self.inputs},
             "outputs": {o.dst: {"sent": o.sent, "dropped": o.dropped, "policy": o.policy} for o in self.outputs},
+            "recording": self.recorder.stats(),
         })
 
     # ---------------------------------------------------------------------------------------------
@@ -559,12 +592,14 @@ class NodeRunner:
             if self._stop_req is not None:  # stopped by the Manager: finish what upstream already sent
                 self.drain()
             self.send_eos()
+            streams = self.end_recording() if self._stop_req is not None or self.exit else []
             self.send_metrics()
             if not self.exit:
                 self.set_state("stopped")
             if self._stop_req is not None:
-                self.reply(self._stop_req, steps=self.steps)
+                self.reply(self._stop_req, steps=self.steps, streams=streams)
                 self._stop_req = None
+        self.end_recording()
         err = None
         try:
             self.node.teardown()

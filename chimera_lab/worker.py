@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -17,18 +18,21 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from . import wire
+from .records import files
 from .runner import NodeRunner, write_config
 
 log = logging.getLogger("chimera_lab.worker")
 
 HEARTBEAT = 0.5  # seconds between heartbeats (each is also a clock-offset probe)
 MANAGER_SILENCE = 10.0  # a Manager silent this long is considered gone
-NODE_OPS = ("wire", "start", "stop", "tap", "untap", "unwire", "teardown")
+NODE_OPS = ("wire", "start", "stop", "record", "tap", "untap", "unwire", "teardown")
 PROCESS_MODES = ("process", "thread")
 
 
@@ -94,7 +98,7 @@ class Worker:
     """Hosts nodes for a Manager: ``Worker(name).connect(host, port)``; ``shutdown()`` ends it."""
 
     def __init__(self, name: str, mode: str = "process", token: str | None = None,
-                 data_host: str | None = None) -> None:
+                 data_host: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " /\\"):
             raise ValueError(f"Worker name must be a non-empty string without spaces or slashes, got {name!r}")
         if mode not in PROCESS_MODES:
@@ -102,6 +106,9 @@ class Worker:
         self.name = name
         self.mode = mode
         self.token = token
+        #: where this worker's nodes record, until the Manager collects it
+        self.data_dir = Path(data_dir if data_dir is not None else Path.cwd() / "chimera-data").resolve()
+        self._outbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()  # replies from background threads
         self.data_host = data_host
         self.host: str | None = None
         self.port: int | None = None
@@ -130,6 +137,7 @@ class Worker:
         self.signer = wire.Signer(key)
         self._key = key
         self.data_host = self.data_host or local_address_towards(host)
+        files.worker_marker(self.data_dir)  # now, while there is surely room for it
         self._thread = threading.Thread(target=self._run, name=f"chimera-worker-{self.name}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -204,11 +212,19 @@ class Worker:
         self.nodes_sock.setsockopt(zmq.LINGER, 0)
         nport = self.nodes_sock.bind_to_random_port("tcp://127.0.0.1")
         self.nodes_addr = f"tcp://127.0.0.1:{nport}"
+        wake = f"inproc://chimera-worker-{uuid.uuid4().hex}"
+        self._wake_in = ctx.socket(zmq.PULL)
+        self._wake_in.bind(wake)
+        self._wake_out = ctx.socket(zmq.PUSH)
+        self._wake_out.connect(wake)
+        self._wake_lock = threading.Lock()
         poller = zmq.Poller()
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self.nodes_sock, zmq.POLLIN)
+        poller.register(self._wake_in, zmq.POLLIN)
         self._send({"op": "hello", "name": self.name, "pid": os.getpid(), "hostname": socket.gethostname(),
                     "cwd": os.getcwd(), "mode": self.mode, "data_host": self.data_host,
+                    "data_dir": str(self.data_dir),
                     "python": sys.version.split()[0]})
         last_seen = time.monotonic()
         next_hb = 0.0
@@ -231,6 +247,14 @@ class Worker:
                             continue
                         last_seen = time.monotonic()
                         self._handle(msg, blobs, frames)
+                if self._wake_in in events:
+                    while True:
+                        try:
+                            self._wake_in.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                    while not self._outbox.empty():
+                        self.dealer.send_multipart(wire.encode_control(self.signer, self._outbox.get()))
                 if self.nodes_sock in events:
                     while True:
                         try:
@@ -253,6 +277,8 @@ class Worker:
             self._send({"op": "bye"})
             self.dealer.close(500)
             self.nodes_sock.close(0)
+            self._wake_in.close(0)
+            self._wake_out.close(0)
 
     def _send(self, msg: dict[str, Any]) -> None:
         self.dealer.send_multipart(wire.encode_control(self.signer, msg))
@@ -295,6 +321,29 @@ class Worker:
         elif op == "shutdown":
             self.exit_reason = "the Manager shut down"
             self._stop.set()
+        elif op == "files":  # hashing may take seconds: off the loop, so heartbeats go on
+            threading.Thread(target=self._in_background, args=(msg, files.list_session), daemon=True).start()
+        elif op == "fetch":
+            try:
+                blob = files.read_chunk(self.data_dir, msg["session"], msg["path"], msg["offset"], msg["size"])
+                self._send_blob({"op": "reply", "re": msg["id"], "ok": True, "size": len(blob)}, blob)
+            except (OSError, ValueError) as exc:
+                self._send({"op": "reply", "re": msg["id"], "ok": False, "error": str(exc)})
+        elif op == "forget":
+            threading.Thread(target=self._in_background, args=(msg, files.forget), daemon=True).start()
+
+    def _send_blob(self, msg: dict[str, Any], blob: bytes) -> None:
+        self.dealer.send_multipart(wire.encode_control(self.signer, msg, (blob,)))
+
+    def _in_background(self, msg: dict[str, Any], fn: Callable[[Path, dict[str, Any]], dict[str, Any]]) -> None:
+        """Run fn(data_dir, msg) on this thread and send its answer from the worker loop."""
+        try:
+            reply = {"op": "reply", "re": msg["id"], "ok": True, **fn(self.data_dir, msg)}
+        except Exception as exc:
+            reply = {"op": "reply", "re": msg["id"], "ok": False, "error": f"worker {self.name!r}: {exc}"}
+        self._outbox.put(reply)
+        with self._wake_lock:
+            self._wake_out.send(b"")
 
     def _to_node(self, name: str, msg: dict[str, Any]) -> None:
         self.nodes_sock.send_multipart([name.encode(), *wire.encode_control(self.signer, msg)])
@@ -307,6 +356,7 @@ class Worker:
             old.kill()
         cfg = {**msg["config"], "name": name, "node": blob, "key": self._key, "req": msg["id"],
                "worker_addr": self.nodes_addr, "bind_host": self.data_host, "clock_offset": self.offset,
+               "data_dir": str(self.data_dir),
                "sys_path": [p for p in sys.path if p]}
         if self.mode == "thread":
             runner = NodeRunner(cfg, self._ctx)
@@ -371,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-host", default=None,
                    help="address to bind node inputs on (default: the one facing the Manager)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Manager (default 10)")
+    p.add_argument("--data-dir", default=None,
+                   help="where recordings wait to be collected (default: ./chimera-data)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     args = p.parse_args(argv)
@@ -381,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cp-worker: no token; pass --token (printed by manager.worker_command()) or set CHIMERA_TOKEN",
               file=sys.stderr)
         return 2
-    worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host)
+    worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host, data_dir=args.data_dir)
     signal.signal(signal.SIGTERM, lambda *_: worker.shutdown())
     try:
         worker.connect(args.host, args.port, timeout=args.timeout)

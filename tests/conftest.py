@@ -49,7 +49,8 @@ class Cluster:
         self.procs: list[subprocess.Popen[str]] = []
 
     def worker(self, name: str, mode: str = "process") -> cp.Worker:
-        w = cp.Worker(name, mode=mode).connect(self.manager.host, self.manager.port)
+        w = cp.Worker(name, mode=mode, data_dir=self.tmp_path / f"data-{name}")
+        w.connect(self.manager.host, self.manager.port)
         self.workers.append(w)
         return w
 

@@ -132,3 +132,92 @@ class Sink(cp.Node):
 
     def step(self, data: dict[str, cp.DataChunk]) -> None:
         return None
+
+
+class Camera(cp.Node):
+    """Source that records every frame it makes (video) and a row of metadata per frame."""
+
+    def __init__(self, name: str, n: int | None = None, rate_hz: float | None = 30, width: int = 160,
+                 height: int = 120, noise: bool = False) -> None:
+        super().__init__(name=name, rate_hz=rate_hz)
+        self.n, self.width, self.height, self.noise = n, width, height, noise
+
+    def prep(self) -> None:
+        import numpy as np
+
+        self.i = 0
+        self.rng = np.random.default_rng(0)
+
+    def step(self) -> int:
+        import numpy as np
+
+        if self.n is not None and self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        if self.noise:  # incompressible: big files
+            frame = self.rng.integers(0, 256, (self.height, self.width, 3), dtype=np.uint8)
+        else:
+            frame = np.zeros((self.height, self.width, 3), np.uint8)
+            frame[:, : (self.i * 3) % self.width] = (40, 120, 200)  # a bar that grows frame by frame
+        self.save_video("cam", frame)
+        self.save_tabular("meta", {"i": self.i, "mean": float(frame.mean())})
+        return self.i
+
+
+class Sensor(cp.Node):
+    """Source that records a table row and 160 audio samples per step."""
+
+    def __init__(self, name: str, n: int | None = None, rate_hz: float | None = 100) -> None:
+        super().__init__(name=name, rate_hz=rate_hz)
+        self.n = n
+
+    def prep(self) -> None:
+        self.i = 0
+
+    def step(self) -> int:
+        import math
+
+        import numpy as np
+
+        if self.n is not None and self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        self.save_tabular("imu", {"i": self.i, "x": math.sin(self.i / 10), "ok": True})
+        self.save_audio("mic", np.full(160, self.i, np.int16), rate=16000, channels=1)
+        return self.i
+
+
+class Logger(cp.Node):
+    """Sink that records a JSON event and a text line per step."""
+
+    def prep(self) -> None:
+        self.n = 0
+
+    def step(self, data: dict[str, cp.DataChunk]) -> None:
+        self.n += 1
+        self.save_json("events", {"n": self.n, "inputs": {k: c.get("default")["value"] for k, c in data.items()}})
+        self.save_text("log", f"step {self.n}")
+
+
+class BadSaver(cp.Node):
+    """Saves something that is not an image as video, every step."""
+
+    def step(self, data: dict[str, cp.DataChunk]) -> Any:
+        self.save_video("oops", "not an image")
+        return None
+
+
+class BigFrames(cp.Node):
+    """Source that records large, incompressible frames (fills a small disk fast)."""
+
+    def __init__(self, name: str, rate_hz: float = 100) -> None:
+        super().__init__(name=name, rate_hz=rate_hz)
+
+    def prep(self) -> None:
+        import numpy as np
+
+        self.rng = np.random.default_rng(0)
+
+    def step(self) -> int:
+        self.save_image("noise", self.rng.integers(0, 256, (240, 320, 3), dtype="uint8"))
+        return 1

@@ -1,0 +1,1 @@
+"""Recording: writers in node processes, collecting sessions, reading them back."""
