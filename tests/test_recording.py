@@ -307,3 +307,31 @@ def test_a_corrupt_partial_transfer_is_detected_and_redone(cluster: Cluster):
     assert staged.exists() and not dest.with_name("cam.avi.part").exists()
     m.collect(move=False, progress=False)
     assert len(list(cp.Session(m.session.path).frames("camera", "cam"))) == 30
+
+
+def test_long_video_rolls_over_to_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """AVI files stop at 4 GiB: a long recording goes on in <name>.002.avi, read back as one stream."""
+    import numpy as np
+
+    from chimera_lab.records import files as worker_files
+    from chimera_lab.records import recorder
+
+    monkeypatch.setattr(recorder, "VIDEO_FILE_BYTES", 200_000)
+    rng = np.random.default_rng(0)
+    stream = recorder.VideoStream(tmp_path, "cam")
+    for i in range(40):
+        stream.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), float(i), float(i), {})
+    stream.close()
+    avis = [f for f in stream.entry()["files"] if f.endswith(".avi")]
+    assert len(avis) >= 3 and avis[:2] == ["cam.avi", "cam.002.avi"]
+    from chimera_lab.records.media import count_avi_frames
+
+    assert sum(count_avi_frames(tmp_path / f) for f in avis) == 40
+    # a crash before streams.json: the roll-over files are found again
+    seg = tmp_path / "run" / "node" / "segment-1"
+    seg.mkdir(parents=True)
+    for f in [*avis, "cam.timestamps.csv"]:
+        (seg / f).write_bytes((tmp_path / f).read_bytes())
+    (found,) = worker_files.segments(tmp_path / "run")[0]["streams"]
+    assert found["kind"] == "video" and found["samples"] == 40
+    assert [f for f in found["files"] if f.endswith(".avi")] == avis

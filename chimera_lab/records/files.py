@@ -61,6 +61,14 @@ def _count_rows(sidecar: Path) -> int:
     return max(0, complete - 1)  # minus the header; a last line cut short does not count
 
 
+def _belongs(stem: str, name: str, names: set[str]) -> bool:
+    """Whether a data file with this stem belongs to stream `name` (its own file, or a video roll-over)."""
+    if stem == name:
+        return True
+    base, _, num = stem.rpartition(".")
+    return base == name and num.isdigit() and stem not in names
+
+
 def segments(root: Path) -> list[dict[str, Any]]:
     """Every node segment under a session folder, with its streams; segments without a manifest are truncated."""
     out = []
@@ -74,9 +82,12 @@ def segments(root: Path) -> list[dict[str, Any]]:
             truncated = False
         else:  # the process ended without closing the segment: rebuild what the files say
             streams = []
-            for side in sorted(seg.glob("*.timestamps.csv")):
+            sidecars = sorted(seg.glob("*.timestamps.csv"))
+            names = {side.name[: -len(".timestamps.csv")] for side in sidecars}
+            for side in sidecars:
                 name = side.name[: -len(".timestamps.csv")]
-                data = [p for p in seg.iterdir() if p.stem == name and p.suffix in KIND_BY_EXT]
+                data = sorted((p for p in seg.iterdir() if p.suffix in KIND_BY_EXT and _belongs(p.stem, name, names)),
+                              key=lambda p: (len(p.name), p.name))
                 kind = KIND_BY_EXT[data[0].suffix] if data else "image" if (seg / name).is_dir() else "unknown"
                 files = [side.name] + [p.name for p in data]
                 if kind == "image":

@@ -29,6 +29,7 @@ from ..datachunk import _check_image
 
 FLUSH_EVERY = 0.5  # seconds: data is readable after a crash up to at most this old (well under 1 s)
 QUEUE_BYTES = 256 * 1024 * 1024  # saves wait (back-pressure) beyond this much unwritten data
+VIDEO_FILE_BYTES = 3 << 30  # a video goes on in <name>.002.avi, ... past this (AVI files stop at 4 GiB)
 KINDS = ("video", "image", "audio", "tabular", "json", "text")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 MANIFEST = "streams.json"
@@ -86,7 +87,8 @@ class Stream:
 
 
 class VideoStream(Stream):
-    """Frames into one MJPG AVI; every frame given is kept (no padding, no dropping)."""
+    """Frames into MJPG AVI files (<name>.avi, then <name>.002.avi, ... every 3 GiB); every frame given is kept
+    (no padding, no dropping)."""
 
     kind = "video"
 
@@ -103,12 +105,17 @@ class VideoStream(Stream):
         if self._avi is None:
             self._shape = value.shape
             self._fps = opts.get("fps")
-            self._avi = AviMjpegWriter(self.folder / f"{self.name}.avi", value.shape[1], value.shape[0], self._fps)
+            self._avi = AviMjpegWriter(self.folder / self.files[-1], value.shape[1], value.shape[0], self._fps)
         elif value.shape != self._shape:
             raise RecordingError(
                 f"video stream {self.name!r} has frames of shape {self._shape}, got {value.shape}; resize the "
                 "frame or save it under another name")
-        self._avi.write_jpeg(encode_jpeg(value, opts.get("quality", 90)))
+        jpeg = encode_jpeg(value, opts.get("quality", 90))
+        if self._avi.nbytes + len(jpeg) > VIDEO_FILE_BYTES:  # roll over to the next file
+            self._avi.close(fps=self._measured_fps())
+            self.files.append(f"{self.name}.{len(self.files):03d}.avi")
+            self._avi = AviMjpegWriter(self.folder / self.files[-1], value.shape[1], value.shape[0], self._fps)
+        self._avi.write_jpeg(jpeg)
         self.stamp(created, written)
 
     def _measured_fps(self) -> float | None:

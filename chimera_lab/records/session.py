@@ -95,8 +95,9 @@ class Session:
 
         for part in self._parts(node, name):
             stamps = pd.read_csv(self._file(part, ".timestamps.csv"))
-            if part["kind"] == "video":
-                images: Iterator[np.ndarray] = read_avi_frames(self._file(part, ".avi"))
+            if part["kind"] == "video":  # one file, or several after a roll-over, in order
+                avis = [self.path / f["path"] for f in part["files"] if f["path"].endswith(".avi")]
+                images: Iterator[np.ndarray] = (img for avi in avis for img in read_avi_frames(avi))
             elif part["kind"] == "image":
                 seg = self._file(part, ".timestamps.csv").parent
                 images = (_imread(cv2, seg / f) for f in stamps["file"])
