@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -83,6 +84,133 @@ class Pass(cp.Node):
 
     def step(self, data: dict[str, cp.DataChunk]) -> Any:
         return next(iter(data.values()))
+
+
+class RecCamera(cp.Node):
+    """Records `n` 640x480 frames (the baseline's frames) as video."""
+
+    def __init__(self, name: str, n: int, rate_hz: float = 30) -> None:
+        super().__init__(name=name, rate_hz=rate_hz)
+        self.n = n
+
+    def prep(self) -> None:
+        self.i = 0
+        self.base = raw_pyzmq._make_base_image()
+
+    def step(self) -> None:
+        self.i += 1
+        if self.i > self.n:
+            raise StopIteration
+        self.save_video("cam", raw_pyzmq._make_frame(self.base, self.i))
+
+
+class RecTable(cp.Node):
+    """Records `n` table rows at `rate_hz`."""
+
+    def __init__(self, name: str, n: int, rate_hz: float = 1000) -> None:
+        super().__init__(name=name, rate_hz=rate_hz)
+        self.n = n
+
+    def prep(self) -> None:
+        self.i = 0
+
+    def step(self) -> None:
+        self.i += 1
+        if self.i > self.n:
+            raise StopIteration
+        self.save_tabular("imu", {"i": self.i, "ax": self.i * 0.001, "ay": -self.i * 0.002, "ok": True})
+
+
+class RecBlob(cp.Node):
+    """Records `n` chunks of 4 MiB of float32 audio as fast as it can (a big session, fast)."""
+
+    def __init__(self, name: str, n: int) -> None:
+        super().__init__(name=name)
+        self.n = n
+
+    def prep(self) -> None:
+        self.i = 0
+        self.block = np.random.default_rng(0).random((1 << 20, 1), dtype=np.float32)
+
+    def step(self) -> None:
+        self.i += 1
+        if self.i > self.n:
+            raise StopIteration
+        self.save_audio("raw", self.block, rate=48000, channels=1)
+
+
+def wait_stopped(m: cp.Manager, names: list[str], timeout: float = 300.0) -> dict[str, int]:
+    """Poll until the named sources finished; return the largest write backlog (items) seen per node."""
+    backlog = dict.fromkeys(names, 0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        met = m.metrics()
+        for n in names:
+            backlog[n] = max(backlog[n], met[n]["recording"].get("queued", 0))
+        if all(m.status()["nodes"][n]["state"] == "stopped" for n in names):
+            return backlog
+        time.sleep(0.1)
+    raise TimeoutError(f"{names} did not finish in {timeout} s")
+
+
+def measure_recording(quick: bool, raw_gbps: float) -> list[dict[str, Any]]:
+    """Recording keeps up in real time; collecting a big session from a local CLI worker is fast."""
+    import cv2
+
+    rows: list[dict[str, Any]] = []
+    seconds = 4 if quick else 10
+    # raw: how many frames one thread can JPEG-encode (q90) and append to a file here
+    base = raw_pyzmq._make_base_image()
+    with tempfile.TemporaryFile() as f:
+        t0 = time.perf_counter()
+        for i in range(150):
+            f.write(cv2.imencode(".jpg", raw_pyzmq._make_frame(base, i), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+        raw_fps = 150 / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp, \
+            LocalCluster(2, data_dir=Path(tmp) / "data", logdir=Path(tmp) / "logs") as cluster:
+        m, w = cluster.manager, cluster.workers
+        g = cp.Graph()
+        g.add_nodes_from([RecCamera("camera", 30 * seconds), RecTable("table", 1000 * seconds)])
+        m.commit_graph(g, {w[0]: ["camera"], w[1]: ["table"]})
+        m.record("bench")
+        t0 = time.monotonic()
+        backlog = wait_stopped(m, ["camera", "table"])
+        elapsed = time.monotonic() - t0
+        m.stop()
+        s = cp.Session(m.collect(progress=False))
+        counts = {(e["node"], e["name"]): e["samples"] for e in s.streams()}
+        complete = counts[("camera", "cam")] == 30 * seconds and counts[("table", "imu")] == 1000 * seconds
+        ok = complete and backlog["camera"] <= 30 and backlog["table"] <= 1000 and elapsed < seconds * 1.2
+        rows.append({"what": "record 640x480 at 30 fps + a 1 kHz table: largest write backlog",
+                     "raw_pyzmq": None, "chimera_lab": float(backlog["camera"]), "unit": "frames",
+                     "target": "keeps up (≤ 1 s of backlog, all written)", "ok": bool(ok),
+                     "note": f"table backlog ≤ {backlog['table']} rows; {counts[('camera', 'cam')]} frames and "
+                             f"{counts[('table', 'imu')]} rows written in {elapsed:.1f} s; one thread here can "
+                             f"encode+write {raw_fps:.0f} fps"})
+        print(f"  recording: backlog ≤ {backlog['camera']} frames / {backlog['table']} rows, all written: "
+              f"{complete} ({elapsed:.1f} s for {seconds} s of data)", flush=True)
+
+        # a big session from a worker process on this machine: moved, then (another session) transferred
+        mib = 100 if quick else 500
+        for move in (True, False):
+            g = cp.Graph()
+            g.add_node(RecBlob("blob", mib // 4))
+            m.commit_graph(g, {w[0]: ["blob"]})
+            m.record("big")
+            wait_stopped(m, ["blob"])
+            m.stop()
+            path = m.collect(move=move, progress=False)
+            st = m.session.last_collect if m.session else {}
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            mbps = size / st["seconds"] / 1e6
+            how = "moved (same machine)" if move else "transferred over ZeroMQ"
+            rows.append({"what": f"collect a {size / 1e6:.0f} MB session from a local cp-worker, {how}",
+                         "raw_pyzmq": raw_gbps * 1e3 if not move else None, "chimera_lab": mbps, "unit": "MB/s",
+                         "target": "≥ 200 MB/s", "ok": bool(mbps >= 200),
+                         "note": "checksummed on both sides"})
+            print(f"  collect {size / 1e6:.0f} MB {how}: {mbps:.0f} MB/s", flush=True)
+            shutil.rmtree(path)
+    return rows
 
 
 def run_pipeline(cluster: LocalCluster, kind: str, n: int, rate_hz: float | None,
@@ -186,6 +314,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value / 1e3:.1f}k msg/s"
     if unit == "fps":
         return f"{value:.0f} fps"
+    if unit in ("MB/s", "frames"):
+        return f"{value:.0f} {unit}"
     return f"{value:.2f} {unit}"
 
 
@@ -208,6 +338,8 @@ def main() -> int:
     args = p.parse_args()
     print("chimera_lab benchmarks (each beside raw pyzmq measured in this run)", flush=True)
     rows = measure(args.quick)
+    raw_gbps = next(r["raw_pyzmq"] for r in rows if r["what"].startswith("1 MiB"))
+    rows += measure_recording(args.quick, raw_gbps)
     print()
     print(markdown(rows))
     path = Path(args.json)

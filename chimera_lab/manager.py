@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -102,7 +103,7 @@ class Manager:
     something is recorded; recording itself is not implemented yet).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000, logdir: str | Path | None = None,
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, logdir: str | os.PathLike[str] | None = None,
                  token: str | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
         self.host = "127.0.0.1" if host == "localhost" else host
         self._key = wire.key_from_token(token) if token else wire.new_key()

@@ -487,7 +487,12 @@ class NodeRunner:
                     self.poll_control(int(wait * 1000))
                     # spin the sub-millisecond remainder: measured against sleeping it, this halves the
                     # latency of small messages (a vCPU woken from idle at the tick is slow to start);
-                    # it costs at most 1 ms of CPU per tick (3 % of a core at 30 Hz)
+                    # it costs at most 1 ms of CPU per tick (3 % of a core at 30 Hz). While recording, the
+                    # spin would starve the writer thread of the GIL, so the remainder is slept instead.
+                    if self.recorder.recording:
+                        rest = next_t - time.monotonic()
+                        if rest > 0:
+                            time.sleep(rest)
                     while time.monotonic() < next_t:
                         pass
                     if not self.running or self.exit:

@@ -77,22 +77,28 @@ class Signer:
 # --------------------------------------------------------------------------------------------------
 # control messages: [mac, msgpack(dict), *blobs]; blobs (e.g. pickled nodes) are fully MAC-covered
 # --------------------------------------------------------------------------------------------------
-def encode_control(signer: Signer, msg: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> list[bytes]:
-    """Frames of a signed control message."""
+def encode_control(signer: Signer, msg: dict[str, Any], blobs: tuple[bytes, ...] = (),
+                   digest_blobs: bool = False) -> list[bytes]:
+    """Frames of a signed control message.
+
+    Blobs are covered by the MAC, or with `digest_blobs` by their length and XXH3-64 in the signed header:
+    only for bytes that are never parsed or unpickled and are checked again anyway (file chunks, whose
+    file's SHA-256 is verified at the end).
+    """
+    if digest_blobs and blobs:
+        msg = {**msg, "x": [[i, len(b), xxhash.xxh3_64_intdigest(b)] for i, b in enumerate(blobs)]}
     header = msgpack.packb(msg, use_bin_type=True)
-    frames = [header, *blobs]
-    return [signer.sign(frames), *frames]
+    covered = [] if digest_blobs else list(blobs)
+    return [signer.sign([header, *covered]), header, *blobs]
 
 
 def decode_control(signer: Signer, frames: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
     """The (message, blobs) of signed control frames; AuthError if the signature fails."""
-    if len(frames) < 2:
+    msg, blobs = _verified(signer, frames)
+    if "op" not in msg:
         raise AuthError("malformed control message")
-    signer.verify(frames[0], frames[1:])
-    msg = msgpack.unpackb(frames[1], raw=False)
-    if not isinstance(msg, dict) or "op" not in msg:
-        raise AuthError("malformed control message")
-    return msg, list(frames[2:])
+    msg.pop("x", None)
+    return msg, blobs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,26 +201,35 @@ def encode_eos(signer: Signer, last_seq: int) -> list[bytes]:
     return [signer.sign([hb]), hb]
 
 
-def decode_data(signer: Signer, frames: list[Any]) -> dict[str, Any]:
-    """Verify and parse a data message's header (AuthError if it fails); buffers stay undecoded."""
+def _verified(signer: Signer, frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The header and buffers of `[mac, header, *buffers]` once they check out; AuthError otherwise.
+
+    The header is parsed first, to learn which buffers are covered by a digest (header["x"]) rather than
+    by the MAC: msgpack is safe to parse, nothing in it is acted on before the checks, and anything
+    malformed is an AuthError.
+    """
     if len(frames) < 2:
-        raise AuthError("malformed data message")
+        raise AuthError("malformed message")
     hb = frames[1].bytes if hasattr(frames[1], "bytes") else frames[1]
     bufs = [f.buffer if hasattr(f, "buffer") else f for f in frames[2:]]
-    # the header must be parsed to know which buffers the MAC covers in full; msgpack is safe to parse,
-    # nothing in it is acted on before the MAC check, and anything malformed is an AuthError
     try:
         header = msgpack.unpackb(hb, raw=False)
         if not isinstance(header, dict):
             raise TypeError
         big = {int(i): (int(n), int(c)) for i, n, c in header.get("x", ())}
     except Exception:
-        raise AuthError("malformed data message") from None
+        raise AuthError("malformed message") from None
     mac = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
     signer.verify(mac, [hb, *(b for i, b in enumerate(bufs) if i not in big)])
     for i, (n, c) in big.items():
         if i >= len(bufs) or _nbytes(bufs[i]) != n or xxhash.xxh3_64_intdigest(bufs[i]) != c:
             raise AuthError("buffer does not match its signed length and digest")
+    return header, bufs
+
+
+def decode_data(signer: Signer, frames: list[Any]) -> dict[str, Any]:
+    """Verify and parse a data message's header (AuthError if it fails); buffers stay undecoded."""
+    header, bufs = _verified(signer, frames)
     header["_bufs"] = bufs
     return header
 

@@ -333,7 +333,8 @@ class Worker:
             threading.Thread(target=self._in_background, args=(msg, files.forget), daemon=True).start()
 
     def _send_blob(self, msg: dict[str, Any], blob: bytes) -> None:
-        self.dealer.send_multipart(wire.encode_control(self.signer, msg, (blob,)))
+        # a file chunk: never parsed, and its file's SHA-256 (in the signed listing) is checked at the end
+        self.dealer.send_multipart(wire.encode_control(self.signer, msg, (blob,), digest_blobs=True))
 
     def _in_background(self, msg: dict[str, Any], fn: Callable[[Path, dict[str, Any]], dict[str, Any]]) -> None:
         """Run fn(data_dir, msg) on this thread and send its answer from the worker loop."""

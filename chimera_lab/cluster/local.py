@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..manager import Manager, ManagerError
@@ -23,15 +24,19 @@ def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> int:
 class LocalCluster:
     """A Manager and `n_workers` worker processes (``local-0``, ``local-1``, ...) on 127.0.0.1.
 
+    ``data_dir``: where the workers record (each in a subfolder named after it; default ./chimera-data);
+    ``logdir``: where the Manager collects sessions.
+
     ``with LocalCluster(2) as cluster: cluster.manager.commit_graph(graph, mapping)``; leaving the block
     shuts the Manager down, which ends the workers (any still alive after 10 s are killed).
     """
 
     def __init__(self, n_workers: int = 2, port: int = 0, mode: str = "process", prefix: str = "local",
-                 manager: Manager | None = None, timeout: float = 30.0) -> None:
+                 manager: Manager | None = None, timeout: float = 30.0,
+                 data_dir: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> None:
         if n_workers < 1:
             raise ValueError(f"LocalCluster needs at least one worker, got n_workers={n_workers}")
-        self.manager = manager or Manager(port=port)
+        self.manager = manager or Manager(port=port, logdir=logdir)
         self.names = [f"{prefix}-{i}" for i in range(n_workers)]
         self._procs: list[subprocess.Popen[bytes]] = []
         env = {**os.environ, "CHIMERA_TOKEN": self.manager.token}
@@ -40,7 +45,8 @@ class LocalCluster:
                 self._procs.append(subprocess.Popen(
                     [sys.executable, "-c", "from chimera_lab.worker import main; raise SystemExit(main())",
                      "--ip", self.manager.host, "--port", str(self.manager.port), "--name", name,
-                     "--mode", mode, "--quiet"],
+                     "--mode", mode, "--quiet",
+                     *(["--data-dir", str(Path(data_dir) / name)] if data_dir is not None else [])],
                     env=env, stdout=subprocess.DEVNULL))
             self._wait_connected(timeout)
         except BaseException:

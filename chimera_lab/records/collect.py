@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
 import time
 import warnings
 from collections import deque
@@ -157,7 +159,7 @@ def _transfer(manager: Manager, worker: str, session: str, f: dict[str, Any], ds
             bar.update(offset)
     pending: deque[tuple[int, int, Future[dict[str, Any]]]] = deque()
     nxt = offset
-    with open(part, "ab") as out:
+    with open(part, "ab") as out, _Writer(out) as writer:  # disk writes overlap hashing and fetching
         while nxt < size or pending:
             while len(pending) < WINDOW and nxt < size:
                 n = min(CHUNK, size - nxt)
@@ -170,7 +172,7 @@ def _transfer(manager: Manager, worker: str, session: str, f: dict[str, Any], ds
             if not r.get("ok") or len(blob) != n:
                 raise CollectError(f"transfer of {f['path']!r} from worker {worker!r} failed at byte {off}: "
                                    f"{r.get('error') or 'short read'}; run collect() again to resume")
-            out.write(blob)
+            writer.put(blob)
             h.update(blob)
             stats["transferred_bytes"] += n
             if bar is not None:
@@ -180,6 +182,39 @@ def _transfer(manager: Manager, worker: str, session: str, f: dict[str, Any], ds
         raise CollectError(f"{f['path']!r} from worker {worker!r} does not match its checksum; it was removed, "
                            "run collect() again")
     os.replace(part, dst)
+
+
+class _Writer:
+    """Writes blobs to a file on a thread of its own, in order; re-raises its error on exit."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=WINDOW * 2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="chimera-collect-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (blob := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.out.write(blob)
+                except BaseException as exc:  # e.g. the disk is full: reported by put() or on exit
+                    self.error = exc
+
+    def put(self, blob: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(blob)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
 
 def _merge_segments(s: SessionState, worker: str, listing: dict[str, Any]) -> None:

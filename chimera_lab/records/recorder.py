@@ -384,7 +384,8 @@ class Recorder:
         self.clock = clock  # time on the Manager's clock
         self.recording = False
         self.folder: Path | None = None
-        self.streams: dict[str, Stream] = {}
+        self.streams: dict[str, Stream] = {}  # open in the current segment (the writer thread's)
+        self.closed_streams: dict[str, Stream] = {}  # of the last closed segment, for stats()
         self.kinds: dict[str, str] = {}
         self.saved: dict[str, int] = {}
         self.errors: queue.SimpleQueue[str] = queue.SimpleQueue()  # the node's main thread reports these
@@ -442,8 +443,11 @@ class Recorder:
 
     def stats(self) -> dict[str, Any]:
         """Per-stream saved/written/lost counts and how much waits to be written."""
-        streams = {n: {"kind": self.kinds.get(n), "saved": c, "written": s.samples if (s := self.streams.get(n))
-                       else 0, "lost": s.lost if s else 0} for n, c in self.saved.items()}
+        streams = {}
+        for n, c in self.saved.items():
+            s = self.streams.get(n) or self.closed_streams.get(n)
+            streams[n] = {"kind": self.kinds.get(n), "saved": c, "written": s.samples if s else 0,
+                          "lost": s.lost if s else 0}
         return {"recording": self.recording, "queued": self._q.qsize(), "queued_bytes": self._bytes,
                 "streams": streams}
 
@@ -460,7 +464,7 @@ class Recorder:
                 if op == "sample":
                     self._write(*item[1:])
                 elif op == "open":
-                    self.streams, self._manifest = {}, []
+                    self.streams, self.closed_streams, self._manifest = {}, {}, []
                 elif op == "close":
                     self._close_all()
             if time.monotonic() >= next_flush:
@@ -513,4 +517,5 @@ class Recorder:
                 os.replace(tmp, self.folder / MANIFEST)
             except OSError as exc:  # the Manager still gets the manifest with the stop reply
                 self.errors.put(f"recording of node {self.node!r}: cannot write {MANIFEST}: {exc}")
-        self._closed.set()  # the closed streams stay in self.streams for stats() until the next segment
+        self.closed_streams, self.streams = self.streams, {}  # stats() still shows the last segment
+        self._closed.set()
