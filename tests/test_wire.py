@@ -773,3 +773,22 @@ def test_signer_is_reusable_and_deterministic() -> None:
         s.verify(s.sign(frames), [b"header", b"buf", b""])
     with pytest.raises(AuthError):
         s.verify(s.sign(frames), [b"headerbuf"])
+
+
+def test_control_blobs_covered_by_digest_round_trip_and_reject_tampering(signer: Signer) -> None:
+    """File chunks travel with a digest in the signed header instead of under the MAC."""
+    blob = bytes(range(256)) * 4096
+    frames = encode_control(signer, {"op": "reply", "re": "r1"}, (blob,), digest_blobs=True)
+    msg, blobs = decode_control(signer, frames)
+    assert msg == {"op": "reply", "re": "r1"} and bytes(blobs[0]) == blob
+    flipped = bytearray(blob)
+    flipped[1000] ^= 1
+    with pytest.raises(AuthError):
+        decode_control(signer, [frames[0], frames[1], bytes(flipped)])
+    with pytest.raises(AuthError):  # same length, other bytes
+        decode_control(signer, [frames[0], frames[1], bytes(len(blob))])
+    with pytest.raises(AuthError):  # a blob the header does not list
+        decode_control(signer, [*frames, b"extra"])
+    other = Signer(new_key())
+    with pytest.raises(AuthError):
+        decode_control(other, frames)
