@@ -6,9 +6,10 @@ Frames of every message: ``[mac, header, *buffers]``.
 - ``header`` is msgpack. Control messages: a dict with ``"op"``. Data messages: see `encode_chunk`.
 - Every buffer is covered by the MAC in full, except raw ``ndarray`` buffers from 64 KiB up and file
   chunks sent while collecting a session: those are covered by their length and XXH3-64 digest, which sit
-  in the MAC-covered header (a collected file's SHA-256, from the signed listing, is checked at the end). Their bytes are only
-  ever reinterpreted as numbers (never parsed, never unpickled), and a full MAC over them would halve
-  large-array throughput. JPEG buffers, which libjpeg parses, always get the full MAC.
+  in the MAC-covered header (a collected file's SHA-256, from the signed listing, is checked at the end).
+  Their bytes are only ever reinterpreted as numbers or written to a file (never parsed, never unpickled),
+  and a full MAC over them would halve large-array throughput. JPEG buffers, which libjpeg parses, always
+  get the full MAC.
 - Nothing is decoded before the MAC checks (the header is msgpack-parsed to learn which buffers the MAC
   covers; anything malformed there is an AuthError).
 """

@@ -335,3 +335,14 @@ def test_long_video_rolls_over_to_new_files(tmp_path: Path, monkeypatch: pytest.
     (found,) = worker_files.segments(tmp_path / "run")[0]["streams"]
     assert found["kind"] == "video" and found["samples"] == 40
     assert [f for f in found["files"] if f.endswith(".avi")] == avis
+
+
+def test_summary_rate_ignores_pauses_between_segments(tmp_path: Path):
+    """Two segments of 10 Hz with a long pause between them read as 10 Hz, not less."""
+    streams = [{"worker": "w", "node": "n", "name": "s", "kind": "tabular", "segment": k, "samples": 11,
+                "lost": 0, "truncated": False, "first": t0, "last": t0 + 1.0, "files": []}
+               for k, t0 in ((1, 100.0), (2, 200.0))]
+    (tmp_path / "session.json").write_text(json.dumps({"id": "x", "segments": [], "streams": streams}))
+    row = cp.Session(tmp_path).summary().iloc[0]
+    assert row["segments"] == 2 and row["samples"] == 22
+    assert row["duration_s"] == pytest.approx(2.0) and row["rate_hz"] == pytest.approx(10.0)

@@ -129,24 +129,27 @@ class Session:
         return "".join(self._file(p, ".txt").read_text(encoding="utf-8") for p in self._parts(node, name, "text"))
 
     def summary(self) -> Any:
-        """One row per stream: node, kind, segments, samples, lost, truncated, duration and rate."""
+        """One row per stream: node, kind, segments, samples, lost, truncated, recorded duration and rate.
+
+        Duration adds up each segment's first-to-last sample time (pauses between segments do not count);
+        the rate is samples per second within segments.
+        """
         import pandas as pd
 
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for s in self.info["streams"]:
             r = rows.setdefault((s["node"], s["name"]), {
                 "worker": s["worker"], "node": s["node"], "stream": s["name"], "kind": s["kind"], "segments": 0,
-                "samples": 0, "lost": 0, "truncated": False, "first": None, "last": None})
+                "samples": 0, "lost": 0, "truncated": False, "duration_s": 0.0, "_intervals": 0})
             r["segments"] += 1
             r["samples"] += s["samples"]
             r["lost"] += s.get("lost") or 0
             r["truncated"] |= bool(s.get("truncated"))
-            for k, pick in (("first", min), ("last", max)):
-                if s.get(k) is not None:
-                    r[k] = s[k] if r[k] is None else pick(r[k], s[k])
+            if s.get("first") is not None and s.get("last") is not None and s["samples"] > 1:
+                r["duration_s"] += s["last"] - s["first"]
+                r["_intervals"] += s["samples"] - 1
         df = pd.DataFrame(list(rows.values()))
         if not df.empty:
-            df["duration_s"] = (df["last"] - df["first"]).astype(float)
-            df["rate_hz"] = (df["samples"] - 1) / df["duration_s"].where(df["duration_s"] > 0)
-            df = df.drop(columns=["first", "last"])
+            df["rate_hz"] = df["_intervals"] / df["duration_s"].where(df["duration_s"] > 0)
+            df = df.drop(columns=["_intervals"])
         return df
