@@ -468,6 +468,10 @@ class Manager:
             raise GraphError(f"commit_graph needs a chimera_lab.Graph, got {type(graph).__name__}")
         if self.graph is not None:
             self.reset()
+        s = self.session
+        if s is not None and s.collected_segments < len(s.segments):
+            log.warning("Manager: session %s was not collected; its files stay on the workers (in each worker's "
+                        "data folder, under %s) and in %s", s.id, s.id, s.path)
         connected = [w for w, i in self.workers.items() if i.state == "connected"]
         by_worker = graph.validate(mapping, workers=connected)
         t0 = time.monotonic()

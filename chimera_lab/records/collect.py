@@ -52,6 +52,7 @@ class SessionState:
     manifests: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # segment -> node -> streams
     missing: dict[str, str] = field(default_factory=dict)
     last_collect: dict[str, Any] = field(default_factory=dict)
+    collected_segments: int = 0  # how many segments the last collect() brought home
 
 
 def new_session(logdir: Path, name: str) -> SessionState:
@@ -129,6 +130,8 @@ def collect(manager: Manager, move: bool = True, keep_on_worker: bool = False, p
             bar.close()
     stats["seconds"] = time.monotonic() - t0
     s.last_collect = stats
+    if not s.missing:
+        s.collected_segments = len(s.segments)
     write_manifest(manager, s)
     if s.missing:
         msg = "; ".join(f"{w}: {why}" for w, why in s.missing.items())

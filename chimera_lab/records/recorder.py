@@ -310,8 +310,11 @@ def _new_stream(kind: str, folder: Path, name: str) -> Stream:
 # -------------------------------------------------------------------------------------------------
 # checking and copying what a node saves (in the node's own thread)
 # -------------------------------------------------------------------------------------------------
-def prepare(kind: str, name: str, value: Any, opts: dict[str, Any]) -> tuple[Any, int]:
-    """Check `value` for a `kind` stream and return (a private copy, its size in bytes); raise if wrong."""
+def prepare(kind: str, name: str, value: Any, opts: dict[str, Any], copy: bool = True) -> tuple[Any, int]:
+    """Check `value` for a `kind` stream and return (a private copy, its size in bytes); raise if wrong.
+
+    With copy=False (a preview, where nothing is written) arrays are only checked, not copied.
+    """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"save_{kind}: stream name must be letters, digits, '_', '-' or '.', got {name!r}")
     if kind in ("video", "image"):
@@ -321,8 +324,9 @@ def prepare(kind: str, name: str, value: Any, opts: dict[str, Any]) -> tuple[Any
             raise type(exc)(f"save_{kind}({name!r}): {str(exc).split(': ', 1)[-1]}") from None
         if value.ndim == 3 and value.shape[2] == 1:
             value = value[:, :, 0]
-        copy = np.array(value, copy=True, order="C")
-        return copy, copy.nbytes
+        if copy:
+            value = np.array(value, copy=True, order="C")
+        return value, value.nbytes
     if kind == "audio":
         rate, channels = opts["rate"], opts["channels"]
         if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
@@ -338,8 +342,9 @@ def prepare(kind: str, name: str, value: Any, opts: dict[str, Any]) -> tuple[Any
         if arr.ndim != 2 or arr.shape[1] != channels:
             raise ValueError(f"save_audio({name!r}): samples must be shaped (n, {channels}) for {channels} "
                              f"channel(s), got {value.shape}")
-        copy = np.array(arr, copy=True, order="C")
-        return copy, copy.nbytes
+        if copy:
+            arr = np.array(arr, copy=True, order="C")
+        return arr, arr.nbytes
     if kind == "tabular":
         rows = _rows(name, value)
         return rows, 64 * len(rows) * max(1, len(rows[0]) if rows else 1)
@@ -403,7 +408,7 @@ class Recorder:
         if known is not None and known != kind:
             raise ValueError(f"stream {name!r} of node {self.node!r} is a {known} stream; save_{kind} needs "
                              "another name")
-        copy, size = prepare(kind, name, value, opts)
+        copy, size = prepare(kind, name, value, opts, copy=self.recording)  # checked even in a preview
         if not self.recording:
             return
         self.kinds[name] = kind
