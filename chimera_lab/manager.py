@@ -29,6 +29,7 @@ from . import wire
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
 from .records.collect import SessionState, new_session
+from .waker import Waker
 
 log = logging.getLogger("chimera_lab.manager")
 
@@ -130,12 +131,7 @@ class Manager:
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._metrics_dirty = False
         self._calls: deque[Callable[[], object]] = deque()
-        wake_addr = f"inproc://chimera-manager-{uuid.uuid4().hex}"
-        self._wake_in = self.ctx.socket(zmq.PULL)
-        self._wake_in.bind(wake_addr)
-        self._wake_out = self.ctx.socket(zmq.PUSH)
-        self._wake_out.connect(wake_addr)
-        self._wake_lock = threading.Lock()
+        self._waker = Waker(self.ctx)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"chimera-manager-{self.port}", daemon=True)
         self._thread.start()
@@ -183,8 +179,7 @@ class Manager:
         if self._closing.is_set():
             raise ManagerError("this Manager has been shut down; create a new one")
         self._calls.append(fn)
-        with self._wake_lock:
-            self._wake_out.send(b"")
+        self._waker.wake()
 
     def _request(self, worker: str, msg: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> Future[dict[str, Any]]:
         fut: Future[dict[str, Any]] = Future()
@@ -235,17 +230,13 @@ class Manager:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._wake_in, zmq.POLLIN)
+        poller.register(self._waker.socket, zmq.POLLIN)
         next_tick = 0.0
         try:
             while not self._closing.is_set():
                 events = dict(poller.poll(50))
-                if self._wake_in in events:
-                    while True:
-                        try:
-                            self._wake_in.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                if self._waker.socket in events:
+                    self._waker.drain()
                 while self._calls:
                     try:
                         self._calls.popleft()()
@@ -270,7 +261,6 @@ class Manager:
                 if not fut.done():
                     fut.set_result({"ok": False, "error": "the Manager shut down"})
             self._router.close(0)
-            self._wake_in.close(0)
 
     def _on_message(self, frames: list[bytes]) -> None:
         ident = frames[0]
@@ -664,7 +654,7 @@ class Manager:
                 time.sleep(0.02)
             self._closing.set()
             self._thread.join(5)
-            self._wake_out.close(0)
+            self._waker.close()
             _LOCAL.pop((self.host, self.port), None)
             self.state = "shutdown"
             log.info("Manager: shut down")

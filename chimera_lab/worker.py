@@ -27,6 +27,7 @@ import zmq
 from . import wire
 from .records import files
 from .runner import NodeRunner, write_config
+from .waker import Waker
 
 log = logging.getLogger("chimera_lab.worker")
 
@@ -212,16 +213,11 @@ class Worker:
         self.nodes_sock.setsockopt(zmq.LINGER, 0)
         nport = self.nodes_sock.bind_to_random_port("tcp://127.0.0.1")
         self.nodes_addr = f"tcp://127.0.0.1:{nport}"
-        wake = f"inproc://chimera-worker-{uuid.uuid4().hex}"
-        self._wake_in = ctx.socket(zmq.PULL)
-        self._wake_in.bind(wake)
-        self._wake_out = ctx.socket(zmq.PUSH)
-        self._wake_out.connect(wake)
-        self._wake_lock = threading.Lock()
+        self._waker = Waker(ctx)
         poller = zmq.Poller()
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self.nodes_sock, zmq.POLLIN)
-        poller.register(self._wake_in, zmq.POLLIN)
+        poller.register(self._waker.socket, zmq.POLLIN)
         self._send({"op": "hello", "name": self.name, "pid": os.getpid(), "hostname": socket.gethostname(),
                     "cwd": os.getcwd(), "mode": self.mode, "data_host": self.data_host,
                     "data_dir": str(self.data_dir),
@@ -247,12 +243,8 @@ class Worker:
                             continue
                         last_seen = time.monotonic()
                         self._handle(msg, blobs, frames)
-                if self._wake_in in events:
-                    while True:
-                        try:
-                            self._wake_in.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                if self._waker.socket in events:
+                    self._waker.drain()
                     while not self._outbox.empty():
                         self.dealer.send_multipart(wire.encode_control(self.signer, self._outbox.get()))
                 if self.nodes_sock in events:
@@ -277,8 +269,7 @@ class Worker:
             self._send({"op": "bye"})
             self.dealer.close(500)
             self.nodes_sock.close(0)
-            self._wake_in.close(0)
-            self._wake_out.close(0)
+            self._waker.close()
 
     def _send(self, msg: dict[str, Any]) -> None:
         self.dealer.send_multipart(wire.encode_control(self.signer, msg))
@@ -343,8 +334,7 @@ class Worker:
         except Exception as exc:
             reply = {"op": "reply", "re": msg["id"], "ok": False, "error": f"worker {self.name!r}: {exc}"}
         self._outbox.put(reply)
-        with self._wake_lock:
-            self._wake_out.send(b"")
+        self._waker.wake()
 
     def _to_node(self, name: str, msg: dict[str, Any]) -> None:
         self.nodes_sock.send_multipart([name.encode(), *wire.encode_control(self.signer, msg)])

@@ -56,6 +56,7 @@ class Stream:
         self.first: float | None = None
         self.last: float | None = None
         self.files: list[str] = [f"{name}.timestamps.csv"]
+        self._data: Any = None  # the stream's own data file, if it has one plain file
         self._side = open(folder / f"{name}.timestamps.csv", "w", newline="")
         self._sidecsv = csv.writer(self._side)
         self._sidecsv.writerow(["sample", "created", "written", *self.extra_columns])
@@ -72,13 +73,23 @@ class Stream:
         """Write one saved value."""
         raise NotImplementedError
 
+    def _open_data(self, filename: str, **kwargs: Any) -> Any:
+        """Open the stream's data file (flushed and closed with the sidecar)."""
+        self.files.append(filename)
+        self._data = open(self.folder / filename, "w", **kwargs)
+        return self._data
+
     def flush(self) -> None:
         """Make everything written so far readable on disk."""
         self._side.flush()
+        if self._data is not None:
+            self._data.flush()
 
     def close(self) -> None:
         """Finish the files."""
         self._side.close()
+        if self._data is not None:
+            self._data.close()
 
     def entry(self) -> dict[str, Any]:
         """This stream's line of the segment manifest."""
@@ -217,9 +228,7 @@ class TabularStream(Stream):
 
     def __init__(self, folder: Path, name: str) -> None:
         super().__init__(folder, name)
-        self.files.append(f"{name}.csv")
-        self._file = open(folder / f"{name}.csv", "w", newline="")
-        self._csv = csv.writer(self._file)
+        self._csv = csv.writer(self._open_data(f"{name}.csv", newline=""))
         self.columns: list[str] | None = None
 
     def write(self, value: Any, created: float, written: float, opts: dict[str, Any]) -> None:
@@ -236,14 +245,6 @@ class TabularStream(Stream):
             self._csv.writerow([_cell(row.get(c)) for c in self.columns])
             self.stamp(created, written)
 
-    def flush(self) -> None:
-        super().flush()
-        self._file.flush()
-
-    def close(self) -> None:
-        super().close()
-        self._file.close()
-
     def entry(self) -> dict[str, Any]:
         e = super().entry()
         e["columns"] = self.columns
@@ -256,25 +257,15 @@ class LinesStream(Stream):
     def __init__(self, folder: Path, name: str, kind: str) -> None:
         super().__init__(folder, name)
         self.kind = kind
-        ext = "jsonl" if kind == "json" else "txt"
-        self.files.append(f"{name}.{ext}")
-        self._file = open(folder / f"{name}.{ext}", "w", encoding="utf-8")
+        self._open_data(f"{name}.{'jsonl' if kind == 'json' else 'txt'}", encoding="utf-8")
 
     def write(self, value: Any, created: float, written: float, opts: dict[str, Any]) -> None:
         if self.kind == "json":
             line = json.dumps(value, default=_json_default)
         else:
             line = value if value.endswith("\n") else value + "\n"
-        self._file.write(line if self.kind == "text" else line + "\n")
+        self._data.write(line if self.kind == "text" else line + "\n")
         self.stamp(created, written)
-
-    def flush(self) -> None:
-        super().flush()
-        self._file.flush()
-
-    def close(self) -> None:
-        super().close()
-        self._file.close()
 
 
 def _cell(v: Any) -> Any:
