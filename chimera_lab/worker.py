@@ -138,7 +138,6 @@ class Worker:
         self.signer = wire.Signer(key)
         self._key = key
         self.data_host = self.data_host or local_address_towards(host)
-        files.worker_marker(self.data_dir)  # now, while there is surely room for it
         self._thread = threading.Thread(target=self._run, name=f"chimera-worker-{self.name}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout

@@ -346,3 +346,16 @@ def test_summary_rate_ignores_pauses_between_segments(tmp_path: Path):
     row = cp.Session(tmp_path).summary().iloc[0]
     assert row["segments"] == 2 and row["samples"] == 22
     assert row["duration_s"] == pytest.approx(2.0) and row["rate_hz"] == pytest.approx(10.0)
+
+
+def test_a_worker_that_records_nothing_writes_nothing(cluster: Cluster, tmp_path: Path):
+    m = cluster.manager
+    w = cluster.worker("a")
+    g = cp.Graph()
+    g.add_edge(Count("source", rate_hz=100), Logger("logger"))
+    m.commit_graph(g, {"a": ["source", "logger"]})
+    m.start()
+    wait_until(lambda: node_metric(m, "logger", "steps") > 10, 10, "steps")
+    m.stop()
+    assert not w.data_dir.exists()  # no folder until something is recorded
+    assert not m.logdir.exists()

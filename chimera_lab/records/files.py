@@ -8,13 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
+import socket
 from pathlib import Path
 from typing import Any
 
 from .recorder import MANIFEST
 
-MARKER = ".chimera-worker-id"  # lets a Manager on the same machine see that it can move files itself
 KIND_BY_EXT = {".avi": "video", ".wav": "audio", ".csv": "tabular", ".jsonl": "json", ".txt": "text"}
 
 
@@ -42,16 +41,10 @@ def safe_path(root: Path, rel: str) -> Path:
     return path
 
 
-def worker_marker(data_dir: Path) -> str:
-    """This data folder's identity (created on first use; "" if it cannot be, e.g. on a full disk)."""
-    marker = data_dir / MARKER
-    try:
-        if not marker.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            marker.write_text(uuid.uuid4().hex)
-        return marker.read_text().strip()
-    except OSError:
-        return ""
+def folder_identity(path: Path) -> list[Any]:
+    """(host name, device, inode) of a folder: equal only for the very same folder seen from the same host."""
+    st = path.stat()
+    return [socket.gethostname(), st.st_dev, st.st_ino]
 
 
 def _count_rows(sidecar: Path) -> int:
@@ -111,7 +104,7 @@ def list_session(data_dir: Path, msg: dict[str, Any]) -> dict[str, Any]:
             if p.is_file() and not p.name.endswith((".tmp", ".write-test")):
                 files.append({"path": p.relative_to(root).as_posix(), "size": p.stat().st_size,
                               "sha256": sha256_file(p)})
-    return {"root": str(root), "marker": worker_marker(data_dir), "marker_path": str(data_dir / MARKER),
+    return {"root": str(root), "identity": folder_identity(root) if root.exists() else None,
             "files": files, "segments": segments(root) if root.exists() else []}
 
 
@@ -145,9 +138,9 @@ def forget(data_dir: Path, msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def same_machine(listing: dict[str, Any]) -> bool:
-    """Whether this process sees the worker's data folder itself (then files are moved, not copied)."""
+    """Whether this process sees the worker's session folder itself (then files are moved, not copied)."""
     try:
-        return bool(listing["marker"]) and Path(listing["marker_path"]).read_text().strip() == listing["marker"]
+        return listing["identity"] is not None and folder_identity(Path(listing["root"])) == listing["identity"]
     except OSError:
         return False
 
