@@ -740,6 +740,11 @@ class Tap:
 
     def get(self, timeout: float | None = None) -> DataChunk | None:
         """The next output of the node, or None after `timeout` seconds."""
+        header = self.get_raw(timeout)
+        return None if header is None else wire.chunk_from_header(header)
+
+    def get_raw(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next output, verified but not decoded (see `wire.raw_records`), or None after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.closed:
             wait = 100 if deadline is None else max(0, min(100, int((deadline - time.monotonic()) * 1000)))
@@ -752,7 +757,7 @@ class Tap:
                     continue
                 if "eos" in header:
                     continue
-                return wire.chunk_from_header(header)
+                return header
             if deadline is not None and time.monotonic() >= deadline:
                 return None
         return None

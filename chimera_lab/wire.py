@@ -236,6 +236,33 @@ def decode_data(signer: Signer, frames: list[Any]) -> dict[str, Any]:
     return header
 
 
+def raw_records(header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records of a verified data header without decoding images: for each record its content type,
+    and either ``"jpeg"`` (the JPEG bytes, for images), or ``"value"`` (decoded, for everything else)."""
+    out: dict[str, dict[str, Any]] = {}
+    bufs = header["_bufs"]
+    pos = 0
+    chunk: DataChunk | None = None
+    for name, ctype, enc, meta, n in header["r"]:
+        if enc == "j":
+            out[name] = {"content-type": ctype, "jpeg": bytes(bufs[pos]), "ndim": meta[0]}
+        else:
+            chunk = chunk or chunk_from_header({**header, "r": [r for r in header["r"] if r[2] != "j"],
+                                                "_bufs": [b for i, b in enumerate(bufs) if not _jpeg_buf(header, i)]})
+            out[name] = {"content-type": ctype, "value": chunk.get(name)["value"]}
+        pos += n
+    return out
+
+
+def _jpeg_buf(header: dict[str, Any], index: int) -> bool:
+    pos = 0
+    for rec in header["r"]:
+        if pos <= index < pos + rec[4]:
+            return bool(rec[2] == "j")
+        pos += rec[4]
+    return False
+
+
 def chunk_from_header(header: dict[str, Any]) -> DataChunk:
     """The DataChunk of a verified data header (from `decode_data`)."""
     bufs = header["_bufs"]
