@@ -10,6 +10,14 @@ from .worker import Worker, WorkerError
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext chimera_lab``: register the %chimera magics."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "CollectError",
     "CommitError",
