@@ -109,6 +109,26 @@ class Graph(nx.DiGraph):
             else:
                 self.add_edge(e[0], e[1], **attr)
 
+    # -- display -----------------------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """An HTML table of the nodes (kind, class, inputs) and edges (policy), for notebooks."""
+        from html import escape
+
+        rows = []
+        for n in self.nodes:
+            ins = ", ".join(f"{escape(i['src'])}{' (follow)' if i['follow'] and len(self.inputs(n)) > 1 else ''}"
+                            f"{' [latest]' if i['policy'] == 'latest' else ''}" for i in self.inputs(n))
+            rate = f"{n.rate_hz:g} Hz" if n.rate_hz else ""
+            rows.append(f"<tr><td><b>{escape(n.name)}</b></td><td>{self.kind(n)}</td>"
+                        f"<td><code>{escape(type(n).__name__)}</code></td><td>{rate}</td><td>{ins or '—'}</td></tr>")
+        return (f'<div class="chimera-graph"><b>Graph</b>: {len(self)} nodes, {self.number_of_edges()} edges'
+                '<table><thead><tr><th>node</th><th>kind</th><th>class</th><th>rate</th><th>inputs</th></tr></thead>'
+                f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+    def __repr__(self) -> str:
+        edges = ", ".join(f"{u.name}->{v.name}" for u, v in self.edges)
+        return f"<Graph {len(self)} nodes: {', '.join(self.node_names)}; edges: {edges or 'none'}>"
+
     # -- queries -----------------------------------------------------------------------------------
     @property
     def node_names(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Every tutorial notebook runs top to bottom in a real kernel."""
+"""Every tutorial notebook runs top to bottom in a real kernel (headless) and shows what it should."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+WIDGET = "application/vnd.jupyter.widget-view+json"
+EXPECTED_OUTPUTS = {  # what each notebook must show (besides running without errors)
+    "01-basics.ipynb": ["text/html"],  # the graph, shown as an HTML table
+    "02-video-streaming.ipynb": [WIDGET],  # panel, frame views and the latency chart
+    "03-recording-and-analysis.ipynb": ["image/png"],  # matplotlib plots
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -16,9 +22,13 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the live frame should be shown inline"
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, "\n".join(f"{e['ename']}: {e['evalue']}" for e in errors)
+    shown = {mime for o in outputs for mime in o.get("data", {})}
+    for mime in EXPECTED_OUTPUTS[path.name]:
+        assert mime in shown, f"{path.name} should show {mime}"
 
 
-def test_there_are_notebooks() -> None:
+def test_every_notebook_has_expectations() -> None:
     assert NOTEBOOKS, "notebooks/ should hold the tutorials"
+    assert {p.name for p in NOTEBOOKS} == set(EXPECTED_OUTPUTS)
