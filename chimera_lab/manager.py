@@ -123,6 +123,7 @@ class Manager:
         self.graph: Graph | None = None
         self.mapping: dict[str, list[str]] = {}
         self.session: SessionState | None = None  # the session being recorded since the last commit
+        self._panel: Any = None  # the ClusterPanel shown when this Manager is displayed in a notebook
         self.state = "idle"
         self.forged = 0
         self._rejected: set[bytes] = set()
@@ -171,6 +172,16 @@ class Manager:
 
     def __repr__(self) -> str:
         return f"<Manager {self.host}:{self.port} {self.state}, workers: {', '.join(self.workers) or 'none'}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        """In a notebook: the live cluster panel (one per Manager), with an HTML summary for saved notebooks."""
+        try:
+            from .jupyter.widgets import ClusterPanel
+        except ImportError:  # no widget libraries: text only
+            return {"text/plain": repr(self)}
+        if self._panel is None or self._panel.comm is None:  # a closed panel has no comm
+            self._panel = ClusterPanel(self)
+        return self._panel._repr_mimebundle_(include=include, exclude=exclude)
 
     # ---------------------------------------------------------------------------------------------
     # calls into the loop thread
@@ -652,6 +663,8 @@ class Manager:
             deadline = time.monotonic() + 3.0
             while any(w.state == "connected" for w in self.workers.values()) and time.monotonic() < deadline:
                 time.sleep(0.02)
+            if self._panel is not None:
+                self._panel.close()
             self._closing.set()
             self._thread.join(5)
             self._waker.close()

@@ -125,3 +125,38 @@ def test_record_and_collect_from_magics(ip, capsys):
     path = magic(ip, "collect")
     assert path.name.endswith("-demo")
     assert len(cp.Session(path).table("sensor", "t")) > 50
+
+
+def test_views_pick_the_widget_that_fits_the_output(ip):
+    from chimera_lab.jupyter.widgets import ClusterPanel, FrameView, LiveChart, LogView
+
+    magic(ip, "up --workers 1")
+    ip.run_cell("import chimera_lab as cp\nfrom chimera_lab.nodes import TestPatternSource\n"
+                "camera = TestPatternSource('camera', width=160, height=120, rate_hz=30)")
+    magic(ip, "node numbers --kind source --rate 50", "import math\nreturn math.sin(__import__('time').time())")
+    magic(ip, "node words --kind source --rate 20", "return {'word': 'hello'}")
+    ip.run_cell("g = cp.Graph()\ng.add_nodes_from([camera, numbers, words])")
+    magic(ip, "commit g")
+    with pytest.raises(UsageError, match="no node 'ghost'.*camera"):
+        magic(ip, "view ghost")
+    with pytest.raises(UsageError, match="start the pipeline"):
+        magic(ip, "view camera")
+    magic(ip, "start")
+    assert isinstance(magic(ip, "status"), ClusterPanel)
+    view = magic(ip, "view camera")
+    assert isinstance(view, FrameView)
+    wait_until(lambda: view.stats["sent"] >= 1, 10, "a frame sent to the view")
+    assert isinstance(magic(ip, "view numbers"), LiveChart)
+    assert isinstance(magic(ip, "view words"), LogView)
+    assert isinstance(magic(ip, "latency"), LiveChart)
+    assert isinstance(magic(ip, "logs"), LogView)
+    with pytest.raises(UsageError, match="no record 'nope'"):
+        magic(ip, "view camera --record nope")
+
+
+def test_displaying_a_manager_shows_the_panel_with_an_html_fallback(ip):
+    magic(ip, "up --workers 1")
+    bundle = ip.user_ns["manager"]._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "local-0" in data["text/html"]
