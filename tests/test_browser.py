@@ -19,6 +19,7 @@ from typing import Any
 import nbformat
 import pytest
 from browser_rig import (
+    _PANEL_JS,
     JupyterLab,
     browser,
     browser_unavailable,
@@ -207,6 +208,23 @@ def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
             "        return !!s && s.textContent.trim().toLowerCase() === 'stopped'; }", timeout=20_000)
         wait_until(lambda: "stopped" in kernel_eval(page, "print(manager.state)").lower(), 20,
                    "manager.state to say stopped")
+
+        # the buttons work while a cell is busy: `%chimera run 60s` blocks the kernel; Stop ends it early
+        page.evaluate("() => {" + _PANEL_JS + """
+            window.__busyDone = false;
+            kernel.requestExecute({code: '%chimera run 60s', store_history: false})
+                  .done.then(() => { window.__busyDone = true; });
+        }""")
+        page.wait_for_function(
+            "() => { const s = document.querySelector('div.chimera-panel span.chimera-state');"
+            "        return !!s && s.textContent.trim().toLowerCase() === 'running'; }", timeout=20_000)
+        busy_since = time.monotonic()
+        page.wait_for_function(
+            "() => { const b = document.querySelector('div.chimera-panel button.chimera-stop');"
+            "        return !!b && !b.disabled; }", timeout=20_000)
+        page.locator("div.chimera-panel button.chimera-stop").first.click()
+        page.wait_for_function("() => window.__busyDone === true", timeout=30_000)
+        assert time.monotonic() - busy_since < 30, "Stop did not end the busy cell early"
     except BaseException:
         with contextlib.suppress(Exception):  # tidy up, but report the first failure
             kernel_eval(page, "%chimera down", timeout=60_000)
