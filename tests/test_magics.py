@@ -160,3 +160,20 @@ def test_displaying_a_manager_shows_the_panel_with_an_html_fallback(ip):
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert "application/vnd.jupyter.widget-view+json" in data
     assert "local-0" in data["text/html"]
+
+
+def test_kernel_exit_stops_what_up_started(tmp_path):
+    """The cluster goes away with the kernel (atexit), so a restarted kernel leaves nothing behind."""
+    import subprocess
+    import sys
+
+    code = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            "ip = InteractiveShell.instance()\n"
+            "ip.run_line_magic('load_ext', 'chimera_lab')\n"
+            "ip.run_line_magic('chimera', 'up --workers 2')\n"
+            "print('PIDS', *[w['pid'] for w in ip.user_ns['manager'].status()['workers'].values()])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split("PIDS")[1].split()]
+    assert len(pids) == 2
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 15, "the workers to end with the kernel")
