@@ -432,7 +432,30 @@ class FrameView(_Widget):
 # --------------------------------------------------------------------------------------------------
 # LiveChart
 # --------------------------------------------------------------------------------------------------
-class LiveChart(_Widget):
+class _Fed(_Widget):
+    """A widget fed by taps and event subscriptions, with a thread that sends batches (`_flusher`)."""
+
+    _stops: list[Callable[[], None]]  # how to stop each feed
+
+    def detach(self) -> None:
+        """Stop feeding from every attached Manager and node."""
+        stops, self._stops = self._stops, []
+        for stop in stops:
+            try:
+                stop()
+            except Exception:
+                log.exception("%s: detaching failed", type(self).__name__)
+
+    def close(self) -> None:
+        """Detach, stop the sending thread and close the widget."""
+        if hasattr(self, "_flusher"):  # fully built (ipywidgets' __del__ calls close too)
+            self._closed = True
+            self.detach()
+            self._flusher.stop()
+        super().close()
+
+
+class LiveChart(_Fed):
     """Append-only line series, drawn live: wheel zooms time, drag pans, double-click follows the data again.
 
     ``append(series, x, y)`` / ``extend(series, xs, ys)`` from any thread; points go to the browser in batches
@@ -562,23 +585,6 @@ class LiveChart(_Widget):
         self._stops.append(_TapFeeder(manager, node, handle, f"chimera-livechart-{node}").stop)
         return self
 
-    def detach(self) -> None:
-        """Stop feeding from every attached Manager and node."""
-        stops, self._stops = self._stops, []
-        for stop in stops:
-            try:
-                stop()
-            except Exception:
-                log.exception("LiveChart: detaching failed")
-
-    def close(self) -> None:
-        """Detach, stop the sending thread and close the widget."""
-        if hasattr(self, "_flusher"):  # fully built (ipywidgets' __del__ calls close too)
-            self._closed = True
-            self.detach()
-            self._flusher.stop()
-        super().close()
-
     def _html(self) -> str:
         with self._lock:
             data = {k: list(v) for k, v in self._history.items()}
@@ -618,7 +624,7 @@ def _svg_chart(title: str, x_label: str, y_label: str, data: dict[str, list[tupl
 # --------------------------------------------------------------------------------------------------
 # LogView
 # --------------------------------------------------------------------------------------------------
-class LogView(_Widget):
+class LogView(_Fed):
     """A scrolling log: ``append(text, level)`` from any thread, sent ≤ 10 times a second; errors in red.
 
     ``attach(manager)`` logs the Manager's state changes and errors (with tracebacks); ``attach_tap(manager,
@@ -726,23 +732,6 @@ class LogView(_Widget):
 
         self._stops.append(_TapFeeder(manager, node, handle, f"chimera-logview-{node}").stop)
         return self
-
-    def detach(self) -> None:
-        """Stop logging from every attached Manager and node."""
-        stops, self._stops = self._stops, []
-        for stop in stops:
-            try:
-                stop()
-            except Exception:
-                log.exception("LogView: detaching failed")
-
-    def close(self) -> None:
-        """Detach, stop the sending thread and close the widget."""
-        if hasattr(self, "_flusher"):  # fully built (ipywidgets' __del__ calls close too)
-            self._closed = True
-            self.detach()
-            self._flusher.stop()
-        super().close()
 
     def _html(self) -> str:
         rows = []
