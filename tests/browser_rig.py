@@ -162,7 +162,10 @@ class JupyterLab:
     through the API, then ends the server's process group and any descendant left over, by PID."""
 
     def __init__(self, notebook_dir: str | os.PathLike[str], scratch: str | os.PathLike[str] | None = None,
-                 python: str = sys.executable, port: int | None = None) -> None:
+                 python: str = sys.executable, port: int | None = None, app: str = "lab") -> None:
+        if app not in ("lab", "notebook"):
+            raise ValueError(f"app must be 'lab' (JupyterLab) or 'notebook' (Notebook 7), got {app!r}")
+        self.app = app
         self.notebook_dir = Path(notebook_dir).resolve()
         self._own_scratch = scratch is None
         self.scratch = Path(scratch or tempfile.mkdtemp(prefix="chimera-lab-rig-")).resolve()
@@ -186,17 +189,23 @@ class JupyterLab:
     def start(self, timeout: float = 90) -> JupyterLab:
         env = scratch_env(self.scratch, self.python)
         self._settings()
-        cmd = [self.python, "-m", "jupyterlab", "--no-browser",
-               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.notebook_dir}",
-               "--ServerApp.allow_root=True",
-               "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: commands, shell, kernels
-               "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--LabApp.extension_manager=readonly",  # the extension manager never queries PyPI
-               f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
-               f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
-               "--FileContentsManager.delete_to_trash=False"]
+        server = ["--no-browser",
+                  "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+                  f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.notebook_dir}",
+                  "--ServerApp.allow_root=True", "--FileContentsManager.delete_to_trash=False"]
+        if self.app == "lab":
+            cmd = [self.python, "-m", "jupyterlab", *server,
+                   "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: commands, shell, kernels
+                   "--LabApp.news_url=None",
+                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                   "--LabApp.extension_manager=readonly",  # the extension manager never queries PyPI
+                   f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
+                   f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}"]
+        else:  # Notebook 7: the same front-end pieces, one document per page
+            cmd = [self.python, "-m", "notebook", *server,
+                   "--JupyterNotebookApp.expose_app_in_browser=True",
+                   f"--JupyterNotebookApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
+                   f"--JupyterNotebookApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}"]
         self._log = open(self.log_path, "wb")
         # a session of its own: its process group is ours to end, and nothing else is in it
         self.proc = subprocess.Popen(cmd, env=env, cwd=self.notebook_dir, stdin=subprocess.DEVNULL,
@@ -224,6 +233,8 @@ class JupyterLab:
 
     def lab_url(self, path: str) -> str:
         """The URL that opens `path` (relative to the notebook folder) in a fresh workspace, logged in."""
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{quote(path)}?token={self.token}"
         return f"{self.url}/lab/tree/{quote(path)}?token={self.token}&reset"
 
     def log_tail(self, lines: int = 40) -> str:

@@ -230,3 +230,35 @@ def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
             kernel_eval(page, "%chimera down", timeout=60_000)
         raise
     kernel_eval(page, "%chimera down", timeout=60_000)
+
+
+@pytest.mark.timeout(300)
+def test_video_notebook_in_notebook_7(chromium: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same widgets in Notebook 7: frames shown live, the chart draws, the panel lists the workers."""
+    notebooks = tmp_path_factory.mktemp("nb7-notebooks")
+    shutil.copytree(NOTEBOOKS, notebooks, dirs_exist_ok=True)
+    with JupyterLab(notebooks, scratch=tmp_path_factory.mktemp("nb7-rig"), app="notebook") as server:
+        context = chromium.new_context(viewport={"width": 1280, "height": 1400})
+        page = context.new_page()
+        try:
+            open_notebook(page, server, VIDEO_NOTEBOOK)
+            run_all_and_wait(page, timeout=180_000)
+            page.wait_for_function(
+                "(sel) => { const img = document.querySelector(sel); return !!img && img.naturalWidth > 0; }",
+                arg=FRAME, timeout=30_000)
+            kernel_eval(page, "edge_view.close()")  # one 640x480 stream, as in the budget
+            rate = count_frames(page, FRAME, 3)
+            assert rate.per_s_distinct >= 20, f"too few distinct frames shown in Notebook 7: {rate!r}"
+            page.wait_for_function(
+                "() => Number(document.querySelector('div.chimera-livechart')?.getAttribute('data-points')) > 0",
+                timeout=15_000)
+            assert page.locator("div.chimera-panel tr.chimera-worker[data-name]").count() >= 2
+        except BaseException:
+            ARTIFACTS.mkdir(exist_ok=True)
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / "notebook7-video.png"), full_page=True)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                kernel_eval(page, "%chimera down", timeout=60_000)
+            context.close()
