@@ -23,7 +23,7 @@ typecheck: env
 	$(BIN)/mypy chimera_lab
 
 unit: env
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 test: lint typecheck unit         ## ruff, mypy and the whole test suite
 

@@ -11,7 +11,8 @@ Without /usr/bin/chromium it says so and returns nothing, except in CI (CI set),
 from __future__ import annotations
 
 import argparse
-import ast
+import contextlib
+import json
 import os
 import shutil
 import sys
@@ -58,9 +59,10 @@ def measure(seconds: float = 5.0) -> dict[str, Any] | None:
                 kernel_eval(page, "edge_view.close()")  # the budget is for one 640x480 30 fps stream
                 count_frames(page, FRAME, 1.0)  # warm up
                 rate = count_frames(page, FRAME, seconds)
-                stats = ast.literal_eval(kernel_eval(page, "print(dict(view.stats))"))
+                stats = json.loads(kernel_eval(page, "import json; print(json.dumps(view.stats, default=float))"))
             finally:
-                kernel_eval(page, "%chimera down", timeout=60_000)
+                with contextlib.suppress(Exception):  # never hide the error that got us here
+                    kernel_eval(page, "%chimera down", timeout=60_000)
     return {"fps": float(rate.per_s_distinct), "delay_ms": stats.get("delay_ms"),
             "latency_ms": stats.get("latency_ms"), "shown": stats.get("shown")}
 
