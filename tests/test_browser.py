@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from browser_rig import (
     open_notebook,
     run_all_and_wait,
 )
+from conftest import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -106,16 +106,6 @@ def page(chromium: Any, lab: JupyterLab, request: pytest.FixtureRequest, _outcom
             shutil.copyfile(lab.log_path, f"{stem}.jupyterlab.log")
         context.close()
 
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 SMOKE_WIDGET = '''\
