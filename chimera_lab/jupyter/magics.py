@@ -295,11 +295,20 @@ class ChimeraMagics(Magics):
                     bar.refresh()
                     time.sleep(min(0.1, max(0.0, seconds - elapsed)))
         except KeyboardInterrupt:
-            pass
+            interrupted = True
+        else:
+            interrupted = False
         finally:
+            ended_by = m.state  # not running any more before the time was up: stopped elsewhere (the panel)
             if m.state in ("running", "recording"):
                 m.stop()
-        print(f"ran {time.monotonic() - t0:.1f} s; stopped")
+        ran = time.monotonic() - t0
+        if interrupted:
+            print(f"interrupted after {ran:.1f} s; stopped")
+        elif ran < seconds:
+            print(f"ran {ran:.1f} s of {seconds:g} s: the Manager was {ended_by} from elsewhere (the panel?)")
+        else:
+            print(f"ran {ran:.1f} s; stopped")
 
     # -- views -------------------------------------------------------------------------------------
     def _keep(self, widget: Any) -> Any:

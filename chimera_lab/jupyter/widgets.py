@@ -120,6 +120,30 @@ class _TapFeeder:
             self.thread.join(timeout)
 
 
+def _answer_on_the_subshell_asked_for(comm: Any) -> None:
+    """Let the front end's own messages to this widget (button clicks, frame acks) run on the kernel subshell the
+    front end sent them to, so they are handled while a cell is busy.
+
+    JupyterLab 4.4+ and Notebook 7.4+ send widget messages to a subshell of their own (the `commsOverSubshells`
+    setting, on by default) when the kernel supports subshells (ipykernel 7). But ipykernel then routes every
+    comm message to the subshell that last *sent* on that comm (`BaseComm._reply_subshell_for`, so a cell
+    awaiting a widget's reply gets it); our widgets were created and updated by cells on the main shell, so
+    clicks would wait in the main shell's queue behind the busy cell. Our custom messages expect no reply on a
+    particular loop, and every handler is thread-safe, so for them the subshell the front end chose wins. Other
+    messages (state sync) keep ipykernel's routing. Without subshells nothing changes: they wait for the cell.
+    """
+    route = getattr(comm, "_reply_subshell_for", None)
+    if route is None:  # another kernel, or an ipykernel that routes by the message's subshell_id alone
+        return
+
+    def reply_subshell_for(data: Any, default: str | None) -> str | None:
+        if isinstance(data, dict) and data.get("method") == "custom":
+            return default  # the subshell named in the message's header
+        return route(data, default)
+
+    comm._reply_subshell_for = reply_subshell_for
+
+
 class _Widget(anywidget.AnyWidget):
     """What every chimera widget shares: the stylesheet, a per-instance id for the front end's shared state,
     front-end messages dispatched to `_on_message`, and a text/html fallback for saved notebooks."""
@@ -135,6 +159,7 @@ class _Widget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._closed = False
         self.on_msg(self._dispatch)
+        _answer_on_the_subshell_asked_for(self.comm)
 
     def _dispatch(self, widget: Any, content: Any, buffers: list[Any]) -> None:
         if not isinstance(content, dict):
