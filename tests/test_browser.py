@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import nbformat
 import pytest
 from browser_rig import (
+    _PANEL_JS,
     JupyterLab,
     browser,
     browser_unavailable,
@@ -162,6 +164,34 @@ def test_smoke_anywidget_renders_and_syncs(lab: JupyterLab, page: Any) -> None:
 FRAME = "div.chimera-frameview img.chimera-frame"
 
 
+def _busy_cell_streams_and_stops(page: Any) -> None:
+    """While a cell is busy (`%chimera run 60s`), frames keep coming and the panel's Stop ends the cell early:
+    widget messages go to a kernel subshell (JupyterLab's commsOverSubshells, ipykernel 7)."""
+    page.evaluate("() => {" + _PANEL_JS + """
+        window.__busy = {done: false, out: ''};
+        const fut = kernel.requestExecute({code: '%chimera run 60s', store_history: false});
+        fut.onIOPub = (msg) => {
+          const c = msg.content;
+          if (msg.header.msg_type === 'stream' && c.name === 'stdout') window.__busy.out += c.text;
+        };
+        fut.done.then(() => { window.__busy.done = true; });
+    }""")
+    busy_since = time.monotonic()
+    page.wait_for_function(
+        "() => document.querySelector('div.chimera-panel span.chimera-state')"
+        "            ?.textContent.trim().toLowerCase() === 'running'", timeout=20_000)
+    busy_rate = count_frames(page, FRAME, 3)
+    assert busy_rate.per_s_distinct >= 20, f"too few distinct frames shown while a cell is busy: {busy_rate!r}"
+    assert not page.evaluate("() => window.__busy.done"), "the busy cell ended by itself: the test proves nothing"
+    page.wait_for_function("() => !document.querySelector('div.chimera-panel button.chimera-stop')?.disabled",
+                           timeout=20_000)
+    page.locator("div.chimera-panel button.chimera-stop").first.click()
+    page.wait_for_function("() => window.__busy.done", timeout=30_000)
+    busy = page.evaluate("() => window.__busy")
+    assert time.monotonic() - busy_since < 40, f"Stop did not end the busy cell early: {busy!r}"
+    assert "from elsewhere" in busy["out"], f"the busy cell did not end by the panel's Stop: {busy!r}"
+
+
 @pytest.mark.xfail(VIDEO_NOTEBOOK_MISSING, reason="widgets/notebook not landed yet", strict=False)
 @pytest.mark.timeout(300)
 def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
@@ -201,6 +231,8 @@ def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
         wait_until(lambda: "stopped" in kernel_eval(page, "print(manager.state)").lower(), 20,
                    "manager.state to say stopped")
 
+        _busy_cell_streams_and_stops(page)
+
     except BaseException:
         with contextlib.suppress(Exception):  # tidy up, but report the first failure
             kernel_eval(page, "%chimera down", timeout=60_000)
@@ -229,6 +261,8 @@ def test_video_notebook_in_notebook_7(chromium: Any, tmp_path_factory: pytest.Te
                 "() => Number(document.querySelector('div.chimera-livechart')?.getAttribute('data-points')) > 0",
                 timeout=15_000)
             assert page.locator("div.chimera-panel tr.chimera-worker[data-name]").count() >= 2
+            kernel_eval(page, "%chimera stop", timeout=60_000)
+            _busy_cell_streams_and_stops(page)
         except BaseException:
             ARTIFACTS.mkdir(exist_ok=True)
             with contextlib.suppress(Exception):
