@@ -110,9 +110,20 @@ class Graph(nx.DiGraph):
                 self.add_edge(e[0], e[1], **attr)
 
     # -- display -----------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        """In a notebook: a live drawing of the graph (its GraphView, one per graph) that follows edits and,
+        once committed, the running pipeline; a static picture and table for saved notebooks."""
+        try:
+            from .jupyter.graph_view import view_of
+        except ImportError:  # no widget libraries: the static picture
+            return {"text/html": self._repr_html_(), "text/plain": repr(self)}
+        return view_of(self)._repr_mimebundle_(include=include, exclude=exclude)
+
     def _repr_html_(self) -> str:
-        """An HTML table of the nodes (kind, class, inputs) and edges (policy), for notebooks."""
+        """A picture of the graph (SVG) and a table of its nodes (kind, class, rate, inputs)."""
         from html import escape
+
+        from .jupyter.graph_svg import graph_svg
 
         rows = []
         for n in self.nodes:
@@ -122,6 +133,7 @@ class Graph(nx.DiGraph):
             rows.append(f"<tr><td><b>{escape(n.name)}</b></td><td>{self.kind(n)}</td>"
                         f"<td><code>{escape(type(n).__name__)}</code></td><td>{rate}</td><td>{ins or '—'}</td></tr>")
         return (f'<div class="chimera-graph"><b>Graph</b>: {len(self)} nodes, {self.number_of_edges()} edges'
+                f"<div>{graph_svg(self)}</div>"
                 '<table><thead><tr><th>node</th><th>kind</th><th>class</th><th>rate</th><th>inputs</th></tr></thead>'
                 f"<tbody>{''.join(rows)}</tbody></table></div>")
 

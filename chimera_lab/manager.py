@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -36,6 +37,12 @@ log = logging.getLogger("chimera_lab.manager")
 HEARTBEAT_TIMEOUT = 3.0  # a worker silent this long is lost
 EVENT_PERIOD = 0.25  # metrics events at most this often (4 Hz)
 _LOCAL: dict[tuple[str, int], bytes] = {}  # Managers of this process: in-process workers find their key here
+_MANAGERS: weakref.WeakSet[Manager] = weakref.WeakSet()
+
+
+def managers() -> list[Manager]:
+    """The Managers of this process that are not shut down (a displayed Graph finds the one running it)."""
+    return [m for m in list(_MANAGERS) if not m._closing.is_set()]
 
 
 def local_manager_key(host: str, port: int) -> bytes | None:
@@ -137,6 +144,7 @@ class Manager:
         self._thread = threading.Thread(target=self._loop, name=f"chimera-manager-{self.port}", daemon=True)
         self._thread.start()
         _LOCAL[(self.host, self.port)] = self._key
+        _MANAGERS.add(self)
         log.info("Server started at Port %d", self.port)
 
     def _bind(self, port: int) -> int:

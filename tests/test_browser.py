@@ -223,6 +223,13 @@ def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
             timeout=15_000)
         assert page.locator("div.chimera-panel tr.chimera-node[data-name][data-state]").count() >= 2
 
+        # the graph, displayed before start, now shows every node running on its worker
+        page.wait_for_function(
+            "() => ['camera', 'edges', 'stats'].every((n) => document.querySelector("
+            "  `div.chimera-graphview g.chimera-gnode[data-name='${n}'][data-state='running'][data-worker]`))",
+            timeout=15_000)
+        assert page.locator("div.chimera-graphview path.chimera-gedge[data-policy='latest']").count() == 1
+
         # Stop from the panel: the panel and the Manager both say stopped
         page.locator("div.chimera-panel button.chimera-stop").first.click()
         page.wait_for_function(

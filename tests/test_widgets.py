@@ -482,8 +482,10 @@ def test_every_widget_has_a_text_html_fallback() -> None:
 
 
 def test_widgets_load_their_bundles() -> None:
+    from chimera_lab.jupyter.graph_view import GraphView
+
     for cls, name in ((W.FrameView, "frame_view"), (W.LiveChart, "live_chart"), (W.LogView, "log_view"),
-                      (W.ClusterPanel, "cluster_panel")):
+                      (W.ClusterPanel, "cluster_panel"), (GraphView, "graph_view")):
         assert cls._esm == (W.STATIC / f"{name}.js").read_text()
         assert cls._css == (W.STATIC / "chimera.css").read_text()
 
@@ -495,7 +497,7 @@ def test_static_bundles_are_up_to_date(tmp_path: Path) -> None:
     spec.loader.exec_module(build)
     written = build.build(tmp_path)
     assert {p.name for p in written} == {"frame_view.js", "live_chart.js", "log_view.js", "cluster_panel.js",
-                                         "chimera.css"}
+                                         "graph_view.js", "chimera.css"}
     for path in written:
         shipped = W.STATIC / path.name
         assert shipped.read_bytes() == path.read_bytes(), f"{shipped} is stale: run `python widgets/build.py`"
