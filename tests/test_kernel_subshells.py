@@ -160,6 +160,18 @@ def test_the_panels_stop_ends_a_busy_run_when_sent_to_a_subshell(kernel: Kernel)
     assert kernel.run("print(manager.state)") == "stopped"
     assert kernel.run("print(panel.last_command)") == "{'cmd': 'stop', 'ok': True, 'error': None}"
 
+    # and Start works while another cell is busy
+    busy = kernel.execute("import time; time.sleep(60)")
+    kernel.send("comm_msg", {"comm_id": panel_id,
+                             "data": {"method": "custom", "content": {"type": "command", "cmd": "start"}}},
+                subshell=subshell)
+    kernel.wait_for("the panel to show the Manager running again", lambda: _panel_says(kernel, panel_id, "running"),
+                    30)
+    assert busy not in kernel.replies, "the busy cell ended before Start took effect: the test proves nothing"
+    kernel.km.interrupt_kernel()
+    kernel.wait(busy, timeout=30)
+    assert kernel.run("print(manager.state)") == "running"
+
 
 def test_a_frame_view_answers_while_a_cell_is_busy(kernel: Kernel) -> None:
     """A FrameView's messages reach it during a busy cell: a new front end's "sync" gets the newest frame at once."""
