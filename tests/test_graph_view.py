@@ -191,3 +191,15 @@ def test_the_view_of_a_committed_graph_shows_the_pipeline_running(cluster: Clust
         wait_until(lambda: 'data-name="stats" data-kind="sink" data-state="stopped"' in view.svg, 10, "stopped")
     finally:
         view.close()
+
+
+def test_the_view_of_a_forgotten_graph_stops_its_thread() -> None:
+    import gc
+
+    g = cp.Graph()
+    g.add_node(Source(name="a"))
+    view = GraphView(g)
+    del g
+    gc.collect()
+    wait_until(lambda: not view._refresher.thread.is_alive(), 3 * GraphView.PERIOD + 2, "the refresher to end")
+    assert view.graph is None and view.closed

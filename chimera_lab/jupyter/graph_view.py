@@ -74,7 +74,10 @@ class GraphView(_Widget):
     def refresh(self) -> None:
         """Redraw if the graph or its running state changed."""
         graph = self._graph()
-        if graph is None or self._closed:
+        if graph is None:  # the graph is gone: so is the reason to keep a thread
+            self.close()
+            return
+        if self._closed:
             return
         with self._lock:
             manager = running(graph)
