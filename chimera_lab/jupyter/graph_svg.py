@@ -38,7 +38,7 @@ def graph_layout(graph: Graph) -> Layout:
     that skips layers gets a lane (a dummy node) in each layer it crosses, so it never runs through a box; within
     a layer, an order that keeps edges short (median of the neighbours, sweeping both ways). A graph with a cycle
     is laid out as if its back edges were not there (they are drawn as loops)."""
-    g = nx.DiGraph()
+    g: nx.DiGraph[Any] = nx.DiGraph()
     g.add_nodes_from(n.name for n in graph.nodes)
     g.add_edges_from((u.name, v.name) for u, v in graph.edges)
     while not nx.is_directed_acyclic_graph(g):  # Graph.validate() refuses cycles; draw them anyway
