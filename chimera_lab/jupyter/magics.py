@@ -321,34 +321,12 @@ class ChimeraMagics(Magics):
         return self._keep(ClusterPanel(self.manager))
 
     def do_view(self, args: Any) -> Any:
-        from ..wire import raw_records
-        from .widgets import FrameView, LiveChart, LogView
+        from .widgets import ViewError, view_for
 
-        m = self.manager
-        if args.node not in m.nodes:
-            raise UsageError(f"no node {args.node!r} in the committed graph (nodes: {', '.join(m.nodes) or 'none'}); "
-                             "%chimera commit GRAPH first")
-        kind = "log"
-        with m.tap(args.node) as tap:  # look at one output to choose the view
-            header = tap.get_raw(5.0)
-        if header is not None:
-            recs = raw_records(header)
-            rec = recs.get(args.record) if args.record else next(iter(recs.values()), None)
-            if args.record and rec is None:
-                raise UsageError(f"node {args.node!r} outputs no record {args.record!r} (records: {', '.join(recs)})")
-            if rec is not None and ("jpeg" in rec or _is_image(rec.get("value"))):
-                kind = "frames"
-            elif rec is not None and _is_number(rec.get("value")):
-                kind = "chart"
-        elif m.state not in ("running", "recording"):
-            raise UsageError(f"node {args.node!r} sent nothing: start the pipeline (%chimera start) before viewing it")
-        if kind == "frames":
-            return self._keep(FrameView(title=args.node).attach(m, args.node, args.record))
-        if kind == "chart":
-            return self._keep(LiveChart(title=args.node).attach(m, args.node, args.record))
-        view = LogView()
-        view.attach_tap(m, args.node)
-        return self._keep(view)
+        try:
+            return self._keep(view_for(self.manager, args.node, args.record))
+        except ViewError as exc:
+            raise UsageError(str(exc)) from None
 
     def do_latency(self, args: Any) -> Any:
         from .widgets import LiveChart
@@ -391,23 +369,6 @@ class ChimeraMagics(Magics):
             raise UsageError(f"%%chimera node {name}: {exc}") from None
         ns[name] = instance
         return instance  # type: ignore[no-any-return]
-
-
-def _is_image(value: Any) -> bool:
-    import numpy as np
-
-    return isinstance(value, np.ndarray) and value.dtype == np.uint8 and (
-        value.ndim == 2 or (value.ndim == 3 and value.shape[2] in (1, 3))) and min(value.shape[:2]) > 1
-
-
-def _is_number(value: Any) -> bool:
-    import numpy as np
-
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float, np.number)):
-        return True
-    return isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf"
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -908,3 +908,39 @@ def html_summary(manager: Manager) -> str:
         parts.append("<div><em>no graph committed</em></div>")
     parts.append("</div>")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# the view that fits a node's output
+# --------------------------------------------------------------------------------------------------
+class ViewError(ValueError):
+    """A node's live view cannot be made; the message says why and what to do."""
+
+
+def view_for(manager: Manager, node: str, record: str | None = None, wait: float = 5.0) -> _Widget:
+    """A live view of `node`'s output, chosen by what it sends: images → FrameView, numbers → LiveChart,
+    anything else → LogView. It looks at one output (waiting up to `wait` s) to decide."""
+    if node not in manager.nodes:
+        raise ViewError(f"no node {node!r} in the committed graph (nodes: {', '.join(manager.nodes) or 'none'}); "
+                        "%chimera commit GRAPH first")
+    kind = "log"
+    with manager.tap(node) as tap:
+        header = tap.get_raw(wait)
+    if header is not None:
+        recs = wire.raw_records(header)
+        rec = recs.get(record) if record else next(iter(recs.values()), None)
+        if record and rec is None:
+            raise ViewError(f"node {node!r} outputs no record {record!r} (records: {', '.join(recs)})")
+        if rec is not None and ("jpeg" in rec or _image_array(rec.get("value"))):
+            kind = "frames"
+        elif rec is not None and _number(rec.get("value")) is not None:
+            kind = "chart"
+    elif manager.state not in ("running", "recording"):
+        raise ViewError(f"node {node!r} sent nothing: start the pipeline (%chimera start) before viewing it")
+    if kind == "frames":
+        return FrameView(title=node).attach(manager, node, record)
+    if kind == "chart":
+        return LiveChart(title=node).attach(manager, node, record)
+    view = LogView()
+    view.attach_tap(manager, node)
+    return view
