@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -108,6 +109,38 @@ class Graph(nx.DiGraph):
                 self.add_edge(e[0], e[1], **{**attr, **e[2]})
             else:
                 self.add_edge(e[0], e[1], **attr)
+
+    # -- saving and loading (chimera_lab.graph_io: the format, to_code) ----------------------------
+    def to_json(self, mapping: Mapping[str, Iterable[Any]] | None = None, positions: Mapping[Any, Any] | None = None,
+                indent: int | None = 2) -> str:
+        """The graph as JSON: nodes (class, constructor arguments), edges, and optionally the mapping onto
+        workers and node positions (default: ``self.graph["mapping"]`` / ``["positions"]``, if set)."""
+        from .graph_io import to_json
+
+        return to_json(self, mapping, positions, indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, trust: bool = False) -> Graph:
+        """The graph `to_json` wrote; its mapping and positions, if saved, are in ``graph.graph["mapping"]`` and
+        ``graph.graph["positions"]``. Classes saved by value (defined in a notebook) run code from the text:
+        they load only with ``trust=True`` — pass it only for files you wrote or trust."""
+        from .graph_io import from_json
+
+        return from_json(text, trust=trust, graph_class=cls)
+
+    def save(self, path: str | os.PathLike[str], mapping: Mapping[str, Iterable[Any]] | None = None,
+             positions: Mapping[Any, Any] | None = None, indent: int | None = 2) -> None:
+        """Write `to_json` to the file `path`."""
+        from .graph_io import save
+
+        save(self, path, mapping, positions, indent)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], trust: bool = False) -> Graph:
+        """`from_json` of the file `path` (same `trust` rule)."""
+        from .graph_io import load
+
+        return load(path, trust=trust, graph_class=cls)
 
     # -- display -----------------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import re
@@ -29,6 +30,14 @@ class Node:
       ``self.running``, ``self.send(value)`` and ``self.receive(timeout)``.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Node:
+        # Record the constructor call (see `init_args`), so subclasses need do nothing to be saved and
+        # printed. Stored in the instance dict: it pickles with the node and costs nothing per step.
+        base_new = super().__new__
+        self = base_new(cls) if base_new is object.__new__ else base_new(cls, *args, **kwargs)
+        self.__dict__[_INIT_CALL] = (args, kwargs)
+        return self
+
     def __init__(self, name: str, rate_hz: float | None = None, on_error: str = "continue") -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValueError(
@@ -43,6 +52,18 @@ class Node:
         self.rate_hz = float(rate_hz) if rate_hz is not None else None
         self.on_error = on_error
         self._runner: NodeRunner | None = None
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        """The arguments this node's constructor was called with, by parameter name of ``type(self).__init__``.
+
+        Only arguments given explicitly, plus ``name`` with its default if ``__init__`` has a ``name``
+        parameter that was not given. Extra keywords caught by ``**kwargs`` appear under their own names;
+        extra positional arguments caught by ``*args`` appear as a tuple under ``"*args"`` (the star and the
+        parameter's name). The values are the very objects passed (not copies). A fresh dict on each call.
+        """
+        args, kwargs = self.__dict__.get(_INIT_CALL, ((), {}))
+        return bind_init_args(type(self), args, kwargs)
 
     # -- the user's hooks -------------------------------------------------------------------------
     def prep(self) -> None:
@@ -126,6 +147,48 @@ class Node:
 
     def __eq__(self, other: object) -> bool:
         return self is other
+
+
+_INIT_CALL = "_init_call"
+
+
+def init_signature(cls: type) -> inspect.Signature | None:
+    """The signature of ``cls.__init__`` without ``self``, or None if it cannot be inspected."""
+    try:
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        params = params[1:]  # self
+    return sig.replace(parameters=params)
+
+
+def bind_init_args(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``cls(*args, **kwargs)``'s arguments by parameter name (the format of `Node.init_args`)."""
+    sig = init_signature(cls)
+    try:
+        bound = sig.bind(*args, **kwargs) if sig is not None else None
+    except TypeError:  # __init__ was replaced after the call, or its signature lies
+        bound = None
+    if bound is None:
+        return {**({"*args": tuple(args)} if args else {}), **kwargs}
+    out: dict[str, Any] = {}
+    for pname, param in bound.signature.parameters.items():
+        if pname in bound.arguments:
+            value = bound.arguments[pname]
+        elif pname == "name" and param.default is not param.empty:
+            value = param.default  # the name is always recorded, so a saved node shows it
+        else:
+            continue
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                out[f"*{pname}"] = value
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[pname] = value
+    return out
 
 
 def has_custom_main(node: Node) -> bool:
