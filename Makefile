@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: env demo test lint typecheck unit bench clean
+.PHONY: env demo test lint typecheck unit bench clean editor
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: lint typecheck unit         ## ruff, mypy and the whole test suite
 
 bench: env                        ## the performance budget, each figure beside raw pyzmq
 	$(BIN)/python bench/run.py
+
+editor:                           ## rebuild the GraphEditor's browser bundle (chimera_lab/jupyter/static/graph_editor.*)
+	cd widgets/graph_editor && npm ci && npm run build
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -35,7 +35,7 @@ def test_help_documents_every_subcommand(ip, capsys):
     magic(ip, "--help")
     out = capsys.readouterr().out
     for sub in ("up", "down", "commit", "start", "stop", "record", "collect", "run", "status", "view", "latency",
-                "logs", "node"):
+                "logs", "editor", "node"):
         assert f" {sub} " in out
     magic(ip, "up --help")
     out = capsys.readouterr().out

@@ -11,9 +11,10 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 WIDGET = "application/vnd.jupyter.widget-view+json"
 EXPECTED_OUTPUTS = {  # what each notebook must show (besides running without errors)
-    "01-basics.ipynb": ["text/html"],  # the graph, shown as an HTML table
+    "01-basics.ipynb": ["text/html"],  # the graph: a live view with a picture for saved notebooks
     "02-video-streaming.ipynb": [WIDGET],  # panel, frame views and the latency chart
     "03-recording-and-analysis.ipynb": ["image/png"],  # matplotlib plots
+    "07-graph-editor.ipynb": [WIDGET],  # the editor
 }
 
 

@@ -116,6 +116,12 @@ def _logs(line: str) -> None:
 
 
 @magic_arguments()
+@argument("graph", nargs="?", default=None, help="a chimera_lab.Graph variable to edit (default: a new graph)")
+def _editor(line: str) -> None:
+    """The visual graph editor: add nodes, drag edges, assign workers, commit, start, watch (needs no cluster)."""
+
+
+@magic_arguments()
 @argument("name", help="the node's name (and the variable it is bound to)")
 @argument("--kind", "-k", choices=("source", "step", "sink"), default="step",
           help="source: step(self); step and sink: step(self, data)")
@@ -127,7 +133,7 @@ def _node(line: str) -> None:
 SUBCOMMANDS: dict[str, Callable[[str], None]] = {
     "up": _up, "down": _down, "commit": _commit, "start": _start, "stop": _stop, "record": _record,
     "collect": _collect, "run": _run, "status": _status, "view": _view, "latency": _latency, "logs": _logs,
-    "node": _node,
+    "editor": _editor, "node": _node,
 }
 
 
@@ -327,6 +333,17 @@ class ChimeraMagics(Magics):
             return self._keep(view_for(self.manager, args.node, args.record))
         except ViewError as exc:
             raise UsageError(str(exc)) from None
+
+    def do_editor(self, args: Any) -> Any:
+        from .graph_editor import GraphEditor
+
+        graph = None
+        if args.graph is not None:
+            graph = self._lookup(args.graph, "the graph")
+            if not isinstance(graph, Graph):
+                raise UsageError(f"{args.graph!r} is a {type(graph).__name__}, not a chimera_lab.Graph")
+        up = self.cluster is not None and self.cluster.manager.state != "shutdown"
+        return self._keep(GraphEditor(graph, manager=self.manager if up else None))
 
     def do_latency(self, args: Any) -> Any:
         from .widgets import LiveChart
