@@ -279,3 +279,114 @@ def test_video_notebook_in_notebook_7(chromium: Any, tmp_path_factory: pytest.Te
             with contextlib.suppress(Exception):
                 kernel_eval(page, "%chimera down", timeout=60_000)
             context.close()
+
+
+EDITOR_NOTEBOOK = [
+    "%load_ext chimera_lab\n%chimera up --workers 2",
+    "editor = %chimera editor\neditor",
+]
+GE = "div.chimera-ge"
+
+
+def _graph_in_python(page: Any) -> str:
+    """editor.graph as the kernel has it: nodes, edges and the mapping, one line."""
+    return kernel_eval(page, "print(sorted(editor.graph.node_names), "
+                             "sorted((u.name, v.name) for u, v in editor.graph.edges), sorted(editor.mapping.items()))")
+
+
+def _add_from_palette(page: Any, label: str, name: str, **args: Any) -> None:
+    page.locator(f"{GE} .chimera-ge-palette-item", has_text=label).first.click()
+    form = page.locator(f"{GE} form.chimera-ge-form")
+    form.locator('input[name="__name"]').fill(name)
+    for field, value in args.items():
+        form.locator(f'input[name="{field}"]').fill(str(value))
+    form.locator("button.chimera-ge-add").click()
+    page.locator(f"{GE} .react-flow__node[data-id='{name}']").wait_for(state="visible")
+
+
+def _drag_edge(page: Any, src: str, dst: str) -> None:
+    """Press on src's output handle, move in steps to dst's input handle, release: a real mouse drag."""
+    a = page.locator(f"{GE} .react-flow__node[data-id='{src}'] .react-flow__handle.source").bounding_box()
+    b = page.locator(f"{GE} .react-flow__node[data-id='{dst}'] .react-flow__handle.target").bounding_box()
+    assert a is not None and b is not None
+    page.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=12)
+    page.mouse.up()
+
+
+def _select_node(page: Any, name: str) -> None:
+    page.locator(f"{GE} .react-flow__node[data-id='{name}'] .chimera-ge-node-name").click()
+    page.wait_for_function(
+        "(n) => document.querySelector('div.chimera-ge .chimera-ge-selection')?.textContent.includes(n)", arg=name)
+
+
+@pytest.mark.timeout(300)
+def test_graph_editor_builds_wires_runs_and_stays_in_sync(lab: JupyterLab, page: Any) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in EDITOR_NOTEBOOK]
+    nbformat.write(nb, lab.notebook_dir / "editor.ipynb")
+    open_notebook(page, lab, "editor.ipynb")
+    try:
+        run_all_and_wait(page, timeout=120_000)
+        page.locator(f"{GE} .chimera-ge-palette-item").first.wait_for(state="visible")
+
+        # two nodes from the palette, through their forms
+        _add_from_palette(page, "TestPatternSource", "cam", width=160, height=120)
+        _add_from_palette(page, "StatsSink", "stats")
+        assert _graph_in_python(page) == "['cam', 'stats'] [] []"
+        assert kernel_eval(page, "print(editor.graph.get_node('cam').width)") == "160"
+
+        # an edge, by dragging from cam's output to stats' input
+        _drag_edge(page, "cam", "stats")
+        page.locator(f"{GE} .react-flow__edge[data-testid='rf__edge-cam->stats']").wait_for(state="attached")
+        assert _graph_in_python(page) == "['cam', 'stats'] [('cam', 'stats')] []"
+
+        # workers: cam on local-0, stats on local-1
+        for name, worker in (("cam", "local-0"), ("stats", "local-1")):
+            _select_node(page, name)
+            page.locator(f"{GE} select.chimera-ge-worker").select_option(worker)
+            page.wait_for_function(
+                "([n, w]) => document.querySelector(`div.chimera-ge .react-flow__node[data-id='${n}'] "
+                "  .chimera-ge-node`)?.dataset.worker === w", arg=[name, worker])
+        assert _graph_in_python(page) == \
+            "['cam', 'stats'] [('cam', 'stats')] [('cam', 'local-0'), ('stats', 'local-1')]"
+
+        # a cycle is refused, and nothing changes
+        _drag_edge(page, "stats", "cam")
+        page.wait_for_function(
+            "() => { const s = document.querySelector('div.chimera-ge .chimera-ge-status');"
+            "        return s?.dataset.ok === 'false' && s.textContent.includes('cycle'); }", timeout=10_000)
+        assert _graph_in_python(page) == \
+            "['cam', 'stats'] [('cam', 'stats')] [('cam', 'local-0'), ('stats', 'local-1')]"
+
+        # commit and start from the toolbar: every node shows its state and rate
+        page.locator(f"{GE} button.chimera-ge-commit").click()
+        page.wait_for_function("() => !document.querySelector('div.chimera-ge button.chimera-ge-start')?.disabled",
+                               timeout=60_000)
+        page.locator(f"{GE} button.chimera-ge-start").click()
+        page.wait_for_function(
+            "() => ['cam', 'stats'].every((n) => { const el = document.querySelector("
+            "  `div.chimera-ge .react-flow__node[data-id='${n}'] .chimera-ge-node`);"
+            "  return el?.dataset.state === 'running' && Number(el.dataset.rate) > 0; })", timeout=30_000)
+        assert kernel_eval(page, "print(manager.mapping)") == "{'local-0': ['cam'], 'local-1': ['stats']}"
+
+        # stop, then delete a node with the side panel's button
+        page.locator(f"{GE} button.chimera-ge-stop").click()
+        wait_until(lambda: kernel_eval(page, "print(manager.state)") == "stopped", 30, "the Manager to stop")
+        _select_node(page, "stats")
+        page.locator(f"{GE} button.chimera-ge-delete").click()
+        page.locator(f"{GE} .react-flow__node[data-id='stats']").wait_for(state="detached")
+        assert _graph_in_python(page) == "['cam'] [] [('cam', 'local-0')]"
+
+        # and an edit made in Python shows up in the editor
+        kernel_eval(page, "from chimera_lab.nodes import NullSink\n"
+                          "editor.graph.add_edge(editor.graph.get_node('cam'), NullSink('sink'))")
+        page.locator(f"{GE} .react-flow__edge[data-testid='rf__edge-cam->sink']").wait_for(state="attached",
+                                                                                          timeout=10_000)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            kernel_eval(page, "%chimera down", timeout=60_000)
+        raise
+    kernel_eval(page, "%chimera down", timeout=60_000)
