@@ -11,6 +11,15 @@ from .worker import Worker, WorkerError
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> object:
+    """``cp.GraphEditor``: imported on first use (it needs the widget libraries; importing chimera_lab must not)."""
+    if name == "GraphEditor":
+        from .jupyter.graph_editor import GraphEditor
+
+        return GraphEditor
+    raise AttributeError(f"module 'chimera_lab' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext chimera_lab``: register the %chimera magics."""
     from .jupyter import load_ipython_extension as load
@@ -23,6 +32,7 @@ __all__ = [
     "CommitError",
     "DataChunk",
     "Graph",
+    "GraphEditor",
     "GraphError",
     "Manager",
     "ManagerError",

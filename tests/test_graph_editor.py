@@ -222,3 +222,13 @@ def test_assign_commit_start_and_view_on_real_workers(cluster: Cluster) -> None:
 def test_commands_without_a_manager_say_what_to_do(editor: GraphEditor) -> None:
     status = op(editor, "command", cmd="start")
     assert not status["ok"] and "%chimera up" in status["message"]
+
+
+def test_cp_graph_editor_takes_the_only_manager_of_the_process(cluster: Cluster) -> None:
+    cluster.worker("a")
+    editor = cp.GraphEditor()
+    try:
+        assert editor.manager is cluster.manager
+        assert [w["name"] for w in editor.canvas.workers] == ["a"]
+    finally:
+        editor.close()

@@ -173,7 +173,8 @@ class _Snapshot(typing.NamedTuple):
 
 
 class GraphEditor(ipywidgets.VBox):
-    """A visual editor of a pipeline: ``GraphEditor(graph=None, manager=None)``.
+    """A visual editor of a pipeline: ``GraphEditor(graph=None, manager=None)`` (no manager: the only Manager of
+    this process, such as the one ``%chimera up`` started, if there is exactly one).
 
     Add nodes from the palette (built-in nodes and the Node classes defined in the notebook), drag edges,
     choose policies and followed inputs, assign workers, commit/start/record/stop, and click a node to see it
@@ -186,6 +187,11 @@ class GraphEditor(ipywidgets.VBox):
         if graph is not None and not isinstance(graph, Graph):
             raise TypeError(f"GraphEditor: graph must be a chimera_lab.Graph, got {type(graph).__name__}")
         self.graph = graph if graph is not None else Graph()
+        if manager is None:  # the one Manager of this process (e.g. %chimera up's), if there is exactly one
+            from ..manager import managers
+
+            live = managers()
+            manager = live[0] if len(live) == 1 else None
         self.manager = manager
         self.mapping: dict[str, str] = {}
         self.positions: dict[str, tuple[float, float]] = {}
