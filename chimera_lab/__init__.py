@@ -2,7 +2,7 @@
 
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
-from .manager import CommitError, Manager, ManagerError, Tap, send_by_value
+from .manager import CommitError, Manager, ManagerError, Tap, TaskError, send_by_value
 from .node import Node
 from .records.collect import CollectError
 from .records.session import Session
@@ -39,6 +39,7 @@ __all__ = [
     "Node",
     "Session",
     "Tap",
+    "TaskError",
     "Worker",
     "WorkerError",
     "send_by_value",

@@ -60,6 +60,13 @@ class ManagerError(RuntimeError):
     """A Manager operation failed; the message says what and what to do."""
 
 
+class TaskError(RuntimeError):
+    """A task run with `Manager.call` raised on its worker (``remote_traceback`` has the worker's traceback), or
+    its worker was lost."""
+
+    remote_traceback: str | None = None
+
+
 class CommitError(ManagerError):
     """A node could not be started; `.node` names it and `.remote_traceback` holds the worker's traceback."""
 
@@ -213,6 +220,31 @@ class Manager:
 
         self._call(send)
         return fut
+
+    def call(self, worker: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(w, *args, **kwargs)`` on `worker`, where `w` is that Worker (``w.store`` is a dict kept
+        between calls, for data shards and models). Returns a Future of its result. `fn` and the arguments travel
+        by value (cloudpickle, signed); a worker runs one task at a time, in a thread beside its nodes. The
+        Future fails with TaskError (with the worker's traceback) if `fn` raised or the worker was lost."""
+        blob = cloudpickle.dumps((fn, args, kwargs), protocol=5)
+        out: Future[Any] = Future()
+
+        def done(reply_fut: Future[dict[str, Any]]) -> None:
+            reply = reply_fut.result()
+            if reply.get("ok"):
+                try:
+                    # the reply was signed by a worker holding the cluster key (checked before we got here)
+                    out.set_result(cloudpickle.loads(reply["_blobs"][0]))
+                except Exception as exc:
+                    out.set_exception(TaskError(f"worker {worker!r}: the result could not be read: {exc}"))
+            else:
+                err = TaskError(f"worker {worker!r}: {reply.get('error')}")
+                err.remote_traceback = reply.get("traceback")
+                out.set_exception(err)
+            out.seconds = reply.get("seconds")  # type: ignore[attr-defined]
+
+        self._request(worker, {"op": "call"}, (blob,)).add_done_callback(done)
+        return out
 
     def _send(self, worker: str, msg: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> bool:
         """Send to a worker (loop thread only); False if it is not reachable."""

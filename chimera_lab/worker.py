@@ -16,12 +16,15 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import zmq
 
 from . import wire
@@ -109,7 +112,11 @@ class Worker:
         self.token = token
         #: where this worker's nodes record, until the Manager collects it
         self.data_dir = Path(data_dir if data_dir is not None else Path.cwd() / "chimera-data").resolve()
-        self._outbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()  # replies from background threads
+        # replies (and their blobs) from background threads, sent by the loop
+        self._outbox: queue.SimpleQueue[tuple[dict[str, Any], tuple[bytes, ...]]] = queue.SimpleQueue()
+        #: what tasks keep between calls (`Manager.call`): data shards, models, optimiser state
+        self.store: dict[str, Any] = {}
+        self._tasks: ThreadPoolExecutor | None = None  # one task at a time: a worker is one compute slot
         self.data_host = data_host
         self.host: str | None = None
         self.port: int | None = None
@@ -245,7 +252,8 @@ class Worker:
                 if self._waker.socket in events:
                     self._waker.drain()
                     while not self._outbox.empty():
-                        self.dealer.send_multipart(wire.encode_control(self.signer, self._outbox.get()))
+                        reply, reply_blobs = self._outbox.get()
+                        self.dealer.send_multipart(wire.encode_control(self.signer, reply, reply_blobs))
                 if self.nodes_sock in events:
                     while True:
                         try:
@@ -265,6 +273,8 @@ class Worker:
                     return
         finally:
             self._teardown_children()
+            if self._tasks is not None:  # a running task is abandoned (its thread is a daemon's, see _call)
+                self._tasks.shutdown(wait=False, cancel_futures=True)
             self._send({"op": "bye"})
             self.dealer.close(500)
             self.nodes_sock.close(0)
@@ -321,6 +331,10 @@ class Worker:
                 self._send({"op": "reply", "re": msg["id"], "ok": False, "error": str(exc)})
         elif op == "forget":
             threading.Thread(target=self._in_background, args=(msg, files.forget), daemon=True).start()
+        elif op == "call":
+            if self._tasks is None:
+                self._tasks = ThreadPoolExecutor(1, thread_name_prefix=f"chimera-task-{self.name}")
+            self._tasks.submit(self._call, msg, blobs[0])
 
     def _send_blob(self, msg: dict[str, Any], blob: bytes) -> None:
         # a file chunk: never parsed, and its file's SHA-256 (in the signed listing) is checked at the end
@@ -332,7 +346,24 @@ class Worker:
             reply = {"op": "reply", "re": msg["id"], "ok": True, **fn(self.data_dir, msg)}
         except Exception as exc:
             reply = {"op": "reply", "re": msg["id"], "ok": False, "error": f"worker {self.name!r}: {exc}"}
-        self._outbox.put(reply)
+        self._outbox.put((reply, ()))
+        self._waker.wake()
+
+    def _call(self, msg: dict[str, Any], blob: bytes) -> None:
+        """Run a task the Manager sent (`Manager.call`): fn(worker, *args, **kwargs), its result pickled back.
+        The message was verified (signed by the cluster key) before this unpickles it."""
+        t0 = time.perf_counter()
+        try:
+            fn, args, kwargs = cloudpickle.loads(blob)
+            result = cloudpickle.dumps(fn(self, *args, **kwargs), protocol=5)
+            reply: dict[str, Any] = {"op": "reply", "re": msg["id"], "ok": True}
+            blobs: tuple[bytes, ...] = (result,)
+        except BaseException as exc:  # the task's failure is the caller's to see, with its traceback
+            reply = {"op": "reply", "re": msg["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()}
+            blobs = ()
+        reply["seconds"] = time.perf_counter() - t0
+        self._outbox.put((reply, blobs))
         self._waker.wake()
 
     def _to_node(self, name: str, msg: dict[str, Any]) -> None:
