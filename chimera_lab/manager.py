@@ -241,7 +241,6 @@ class Manager:
                 err = TaskError(f"worker {worker!r}: {reply.get('error')}")
                 err.remote_traceback = reply.get("traceback")
                 out.set_exception(err)
-            out.seconds = reply.get("seconds")  # type: ignore[attr-defined]
 
         self._request(worker, {"op": "call"}, (blob,)).add_done_callback(done)
         return out

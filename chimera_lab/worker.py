@@ -352,7 +352,6 @@ class Worker:
     def _call(self, msg: dict[str, Any], blob: bytes) -> None:
         """Run a task the Manager sent (`Manager.call`): fn(worker, *args, **kwargs), its result pickled back.
         The message was verified (signed by the cluster key) before this unpickles it."""
-        t0 = time.perf_counter()
         try:
             fn, args, kwargs = cloudpickle.loads(blob)
             result = cloudpickle.dumps(fn(self, *args, **kwargs), protocol=5)
@@ -362,7 +361,6 @@ class Worker:
             reply = {"op": "reply", "re": msg["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}",
                      "traceback": traceback.format_exc()}
             blobs = ()
-        reply["seconds"] = time.perf_counter() - t0
         self._outbox.put((reply, blobs))
         self._waker.wake()
 

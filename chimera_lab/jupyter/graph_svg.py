@@ -104,7 +104,8 @@ def _route(points: list[tuple[float, float]]) -> str:
     return " ".join(d)
 
 
-def _fmt(value: Any, digits: int) -> str:
+def fmt_number(value: Any, digits: int) -> str:
+    """`value` with `digits` decimals, or "–" for None."""
     return "–" if value is None else f"{value:.{digits}f}"
 
 
@@ -157,7 +158,7 @@ def graph_svg(graph: Graph, live: dict[str, Any] | None = None) -> str:
                      f'<text x="9" y="18" font-weight="600">{e(_clip(n.name, 22))}</text>'
                      f'<text x="9" y="33" fill="#555">{e(_clip(cls, 26))}</text>')
         if info:
-            line = f"{info['worker']} · {_fmt(info['rate'], 1)}/s · p50 {_fmt(info['p50'], 1)} ms"
+            line = f"{info['worker']} · {fmt_number(info['rate'], 1)}/s · p50 {fmt_number(info['p50'], 1)} ms"
             parts.append(f'<text x="9" y="49" fill="{stroke}" font-size="11">{e(_clip(line, 30))}</text>')
             if info["errors"]:
                 tb = info.get("last_error") or ""

@@ -26,6 +26,7 @@ import numpy as np
 import traitlets
 
 from .. import wire
+from .graph_svg import fmt_number
 
 if TYPE_CHECKING:
     from ..manager import Manager
@@ -870,10 +871,6 @@ def _state_style(state: str) -> str:
     return f"color:{color};font-weight:600"
 
 
-def _f(value: Any, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def html_summary(manager: Manager) -> str:
     """An HTML table of the Manager's workers and nodes with state, rate and latency (no scripts, no CSS file)."""
     snap = cluster_snapshot(manager)
@@ -890,7 +887,8 @@ def html_summary(manager: Manager) -> str:
         rows.append(
             f"<tr><td {cell}>{e(name)}</td><td {cell}>{e(n['worker'])}</td><td {cell}>{e(n['kind'])}</td>"
             f"<td {cell}><span style=\"{_state_style(n['state'])}\">{e(n['state'])}</span></td>"
-            f"<td {num}>{_f(n['rate'], 1)}</td><td {num}>{_f(n['p50'], 2)}</td><td {num}>{_f(n['p99'], 2)}</td>"
+            f"<td {num}>{fmt_number(n['rate'], 1)}</td><td {num}>{fmt_number(n['p50'], 2)}</td>"
+            f"<td {num}>{fmt_number(n['p99'], 2)}</td>"
             f"<td {num}>{n['dropped']}</td><td {num}>{errors}</td></tr>")
     nodes = "".join(rows)
     head = "".join(f"<th {cell}>{h}</th>" for h in ("node", "worker", "kind", "state", "steps/s", "p50 ms",
