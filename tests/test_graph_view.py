@@ -10,7 +10,7 @@ import pytest
 from conftest import Cluster, wait_until
 
 import chimera_lab as cp
-from chimera_lab.jupyter.graph_svg import NODE_H, NODE_W, graph_layout, graph_svg
+from chimera_lab.jupyter.graph_svg import GAP_X, NODE_H, NODE_W, graph_layout, graph_svg
 from chimera_lab.jupyter.graph_view import GraphView, view_of
 from chimera_lab.nodes import EdgeDetect, Grayscale, NullSink, StatsSink, TestPatternSource
 
@@ -55,7 +55,7 @@ def test_layout_points_every_edge_right_and_never_through_a_box(seed: int) -> No
         for b in placed[i + 1:]:
             assert abs(a[0] - b[0]) >= NODE_W or abs(a[1] - b[1]) >= NODE_H
     for (u, v), points in lay.bends.items():  # the lanes of long edges keep out of every box
-        assert len(points) == int(round((lay.nodes[v][0] - lay.nodes[u][0]) / (NODE_W + 56))) - 1
+        assert len(points) == int(round((lay.nodes[v][0] - lay.nodes[u][0]) / (NODE_W + GAP_X))) - 1
         for x, y in points:
             for bx, by in placed:
                 assert not (bx <= x <= bx + NODE_W and by <= y <= by + NODE_H), f"the lane of {u}->{v} hits a box"

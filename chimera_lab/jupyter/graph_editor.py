@@ -9,6 +9,7 @@ applied to the same Graph object at once.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -102,6 +103,7 @@ def notebook_classes() -> list[type]:
             and c is not Node and c.__module__ == "__main__"]
 
 
+@functools.lru_cache(maxsize=512)  # the palette is rebuilt 4 times a second: inspect each class once
 def palette_entry(cls: type, builtin: bool) -> dict[str, Any]:
     return {"key": class_key(cls), "label": cls.__name__, "module": cls.__module__, "builtin": builtin,
             "doc": inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0], "params": class_params(cls)}
@@ -219,10 +221,11 @@ class GraphEditor(ipywidgets.VBox):
             palette = self._palette()
             if palette != c.palette:
                 c.palette = palette
-            workers = self._workers()
+            m = self.manager
+            snap = cluster_snapshot(m) if m is not None else None  # one look at the Manager per refresh
+            workers = self._workers(snap["workers"] if snap is not None else None)
             if workers != c.workers:
                 c.workers = workers
-            m = self.manager
             if m is not None and m.graph is self.graph and m.mapping is not self._committed:
                 # a new commit (here or by %chimera commit): show where the nodes run; later edits are the user's
                 self._committed = m.mapping
@@ -238,7 +241,7 @@ class GraphEditor(ipywidgets.VBox):
                                 "follow": any(i["follow"] and i["src"] == u.name for i in self.graph.inputs(v))}
                                for u, v, d in self.graph.edges(data=True)]
                     c.problems = self._problems(workers)
-            live = self._live()
+            live = self._live(snap)
             if live != c.live:
                 c.live = live
             if (c.can_undo, c.can_redo) != (bool(self._undo), bool(self._redo)):
@@ -258,10 +261,13 @@ class GraphEditor(ipywidgets.VBox):
         self._classes = classes
         return entries
 
-    def _workers(self) -> list[dict[str, Any]]:
+    def _workers(self, states: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The connected workers with their colours (from `states`, the Manager's workers, if given)."""
         if self.manager is None:
             return []
-        names = sorted(w for w, i in self.manager.status()["workers"].items() if i["state"] == "connected")
+        if states is None:
+            states = self.manager.status()["workers"]
+        names = sorted(w for w, i in states.items() if i["state"] == "connected")
         return [{"name": w, "color": PALETTE[i % len(PALETTE)]} for i, w in enumerate(names)]
 
     def _nodes(self) -> list[dict[str, Any]]:
@@ -293,13 +299,11 @@ class GraphEditor(ipywidgets.VBox):
                                      "message": f"node {n!r} is {what} (commit deals unassigned nodes out)"})
         return problems
 
-    def _live(self) -> dict[str, Any]:
-        m = self.manager
-        if m is None:
+    def _live(self, snap: dict[str, Any] | None) -> dict[str, Any]:
+        if snap is None:
             return {"state": None, "nodes": {}}
-        if m.graph is not self.graph:
-            return {"state": m.state, "nodes": {}}
-        snap = cluster_snapshot(m)
+        if self.manager is None or self.manager.graph is not self.graph:
+            return {"state": snap["state"], "nodes": {}}
         return {"state": snap["state"], "nodes": {
             name: {k: n[k] for k in ("state", "rate", "p50", "errors", "last_error")}
             for name, n in snap["nodes"].items()}}
