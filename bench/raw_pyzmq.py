@@ -412,12 +412,71 @@ def ndarray_throughput(mib: float = 1, n: int = 2000, quick: bool = False) -> di
 
 # --------------------------------------------------------------------------- CLI
 
+def _child_echo_dealer(port: int, conn: Any) -> None:
+    """A data-parallel worker stand-in: echo every [header, parameters] message until an empty one arrives."""
+    with _child_socket(port, conn, zmq.DEALER) as sock:
+        sock.send(b"hello")
+        while True:
+            frames = sock.recv_multipart()
+            if frames == [b""]:
+                break
+            sock.send_multipart(frames)
+
+
+def sgd_round(n_workers: int = 2, floats: int = 50, n: int = 3000, quick: bool = False) -> dict[str, float]:
+    """One synchronous round: a ROUTER sends `floats` float64 (with a small header) to each of `n_workers` DEALER
+    processes and waits for every echo: the communication of a parameter-server round, nothing else."""
+    n = _quick(n, quick, 100)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, IO_TIMEOUT_MS)
+    mpctx = mp.get_context("spawn")
+    procs, conns = [], []
+    try:
+        port = sock.bind_to_random_port(HOST)
+        for _ in range(n_workers):
+            conn, child_conn = mpctx.Pipe()
+            proc = mpctx.Process(target=_child_echo_dealer, args=(port, child_conn), daemon=True)
+            proc.start()
+            child_conn.close()
+            procs.append(proc)
+            conns.append(conn)
+            _wait_pipe(conn, proc, STARTUP_TIMEOUT_S, "ready")
+        idents = [sock.recv_multipart()[0] for _ in range(n_workers)]
+        theta = np.zeros(floats).tobytes()
+        times = np.empty(n)
+        for i in range(-max(50, n // 20), n):
+            header = msgpack.packb({"op": "grad", "r": i})
+            t0 = time.perf_counter()
+            for ident in idents:
+                sock.send_multipart([ident, header, theta])
+            for _ in idents:
+                sock.recv_multipart()
+            if i >= 0:
+                times[i] = time.perf_counter() - t0
+        for ident in idents:
+            sock.send_multipart([ident, b""])
+    finally:
+        for proc, conn in zip(procs, conns, strict=True):
+            proc.join(JOIN_TIMEOUT_S)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(JOIN_TIMEOUT_S)
+            conn.close()
+        sock.close(linger=0)
+        ctx.term()
+    us = times * 1e6
+    return {"round_p50_us": _percentile(us, 50), "round_p99_us": _percentile(us, 99)}
+
+
 BENCHMARKS: list[tuple[str, Callable[..., dict[str, float]]]] = [
     ("small_latency", small_latency),
     ("small_throughput", small_throughput),
     ("image_paced", image_paced),
     ("image_unpaced", image_unpaced),
     ("ndarray_throughput", ndarray_throughput),
+    ("sgd_round", sgd_round),
 ]
 
 UNITS = {
@@ -430,6 +489,8 @@ UNITS = {
     "p99_ms": "ms",
     "delivered_fps": "fps",
     "gb_per_s": "GB/s",
+    "round_p50_us": "us",
+    "round_p99_us": "us",
 }
 
 

@@ -1,0 +1,24 @@
+"""What happens when a worker fails during a fit: ``on_worker_failure="raise"`` stops the fit with WorkerFailure;
+``"continue"`` goes on with the workers left and records who dropped out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+POLICIES = ("raise", "continue")
+
+
+class WorkerFailure(RuntimeError):
+    """Workers failed during a fit; ``.failures`` maps each one's name to what happened (with its traceback)."""
+
+    def __init__(self, who: str, failures: Mapping[str, str], hint: str = "") -> None:
+        self.failures = dict(failures)
+        lines = "; ".join(f"{w}: {why.strip().splitlines()[-1] if why.strip() else why}" for w, why in failures.items())
+        super().__init__(f"{who}: worker(s) failed: {lines}{hint}")
+
+
+def check_policy(value: object, who: str) -> str:
+    """`value` if it is a failure policy, else ValueError naming the choices."""
+    if value not in POLICIES:
+        raise ValueError(f"{who}: on_worker_failure must be 'raise' or 'continue', got {value!r}")
+    return str(value)
