@@ -185,6 +185,12 @@ class Manager:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
+    def __copy__(self) -> Manager:
+        return self  # a handle on a running service: a copy is the same Manager (scikit-learn's clone copies params)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Manager:
+        return self
+
     def __repr__(self) -> str:
         return f"<Manager {self.host}:{self.port} {self.state}, workers: {', '.join(self.workers) or 'none'}>"
 

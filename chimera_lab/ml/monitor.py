@@ -21,7 +21,8 @@ def _in_kernel() -> bool:
 class FitMonitor:
     """Rounds of one fit: ``round(**row)`` records one; ``close()`` ends the bar; ``frame()`` is the history."""
 
-    def __init__(self, title: str, total: int, metric: str, show: bool, unit: str = "round") -> None:
+    def __init__(self, title: str, total: int, metric: str, show: bool, unit: str = "round",
+                 chart: bool = True) -> None:
         self.metric = metric
         self.rows: list[dict[str, Any]] = []
         self.t0 = time.perf_counter()
@@ -32,7 +33,7 @@ class FitMonitor:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total, desc=title, unit=unit, leave=True)
-        if _in_kernel():
+        if chart and _in_kernel():
             from IPython.display import display
             from ipywidgets import HBox
 

@@ -284,8 +284,8 @@ _COMMON_DOC = """
     sample count. ``max_iter`` counts epochs (gradient) or averaging rounds (fedavg); the fit stops when the
     loss has not improved by ``tol`` for ``n_iter_no_change`` of them (with ``learning_rate="adaptive"`` the
     rate is first divided by 5, as in scikit-learn, and a step that more than doubles the loss is undone and
-    the rate divided by 5 at once, so a too-large ``eta0`` costs a few rounds instead of the fit). Penalties: 'l2', 'l1' (a proximal step: exact zeros),
-    'elasticnet'. Scale your features, as with any SGD.
+    the rate divided by 5 at once, so a too-large ``eta0`` costs a few rounds instead of the fit).
+    Penalties: 'l2', 'l1' (a proximal step: exact zeros), 'elasticnet'. Scale your features, as with any SGD.
 
     After fit: ``coef_``, ``intercept_``, ``n_iter_``, ``history_`` (a DataFrame: loss, metric, learning rate,
     compute and communication seconds per round), ``plot_history()``, ``contributors_``, ``failed_workers_``,
