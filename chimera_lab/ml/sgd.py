@@ -285,7 +285,9 @@ _COMMON_DOC = """
     loss has not improved by ``tol`` for ``n_iter_no_change`` of them (with ``learning_rate="adaptive"`` the
     rate is first divided by 5, as in scikit-learn, and a step that more than doubles the loss is undone and
     the rate divided by 5 at once, so a too-large ``eta0`` costs a few rounds instead of the fit).
-    Penalties: 'l2', 'l1' (a proximal step: exact zeros), 'elasticnet'. Scale your features, as with any SGD.
+    Penalties: 'l2', 'l1' (a proximal step: exact zeros), 'elasticnet'. ``eta0=1.0`` suits the mean gradient
+    of a batch over standardized features (each update averages many rows, unlike scikit-learn's per-sample SGD,
+    whose default is 0.01). Scale your features, as with any SGD.
 
     After fit: ``coef_``, ``intercept_``, ``n_iter_``, ``history_`` (a DataFrame: loss, metric, learning rate,
     compute and communication seconds per round), ``plot_history()``, ``contributors_``, ``failed_workers_``,
@@ -306,7 +308,7 @@ class DistributedSGDClassifier(ClassifierMixin, _DistributedSGD):
     def __init__(self, loss: str = "log_loss", *, penalty: str | None = "l2", alpha: float = 1e-4,
                  l1_ratio: float = 0.15, max_iter: int = 1000, tol: float | None = 1e-3, n_iter_no_change: int = 5,
                  strategy: str = "gradient", batch_size: int | str | None = "auto", local_epochs: int = 1,
-                 learning_rate: str = "adaptive", eta0: float = 0.1, power_t: float = 0.25, cluster: Any = None,
+                 learning_rate: str = "adaptive", eta0: float = 1.0, power_t: float = 0.25, cluster: Any = None,
                  n_workers: int | None = None, data: Any = None, on_worker_failure: str = "raise",
                  worker_timeout: float | None = None, random_state: Any = None, progress: bool = True) -> None:
         self.loss = loss
@@ -370,7 +372,7 @@ class DistributedSGDRegressor(RegressorMixin, _DistributedSGD):
     def __init__(self, loss: str = "squared_error", *, penalty: str | None = "l2", alpha: float = 1e-4,
                  l1_ratio: float = 0.15, epsilon: float = 0.1, max_iter: int = 1000, tol: float | None = 1e-3,
                  n_iter_no_change: int = 5, strategy: str = "gradient", batch_size: int | str | None = "auto",
-                 local_epochs: int = 1, learning_rate: str = "adaptive", eta0: float = 0.1, power_t: float = 0.25,
+                 local_epochs: int = 1, learning_rate: str = "adaptive", eta0: float = 1.0, power_t: float = 0.25,
                  cluster: Any = None, n_workers: int | None = None, data: Any = None, on_worker_failure: str = "raise",
                  worker_timeout: float | None = None, random_state: Any = None, progress: bool = True) -> None:
         self.loss = loss
