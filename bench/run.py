@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw_pyzmq  # noqa: E402
+from ml import measure_ml  # noqa: E402
 
 import chimera_lab as cp  # noqa: E402
 from chimera_lab.cluster import LocalCluster  # noqa: E402
@@ -338,7 +339,7 @@ def fmt(value: float, unit: str) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table (for the README)."""
-    out = ["| what | raw pyzmq (same run) | chimera_lab | chimera_lab / raw | target | met |",
+    out = ["| what | raw pyzmq or scikit-learn (same run) | chimera_lab | chimera_lab / raw | target | met |",
            "|---|---|---|---|---|---|"]
     for r in rows:
         raw = "—" if r["raw_pyzmq"] is None else fmt(r["raw_pyzmq"], r["unit"])
@@ -358,6 +359,7 @@ def main() -> int:
     raw_gbps = next(r["raw_pyzmq"] for r in rows if r["what"].startswith("1 MiB"))
     rows += measure_recording(args.quick, raw_gbps)
     rows += measure_browser(args.quick)
+    rows += measure_ml(args.quick)
     print()
     print(markdown(rows))
     path = Path(args.json)
