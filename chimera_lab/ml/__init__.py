@@ -29,8 +29,9 @@ _EXPORTS = {
     "SGDWorker": "roles",
     "AggregationMaster": "masters",
     "ParameterServerMaster": "masters",
-    "run": "serve",
-    "serve": "serve",
+    "run": "service",
+    "serve": "service",
+    "StartError": "service",
 }
 
 __all__ = sorted(_EXPORTS)

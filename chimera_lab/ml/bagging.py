@@ -8,6 +8,7 @@ ensemble predicts without the cluster (soft or majority vote for classes, the me
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 import warnings
@@ -27,7 +28,7 @@ from . import aggregate
 from .cluster import lease
 from .failures import WorkerFailure, check_policy
 from .monitor import FitMonitor
-from .shards import Arrays, Shard, as_placements, forget, place_all
+from .shards import Arrays, DataError, Shard, as_placements, forget, place_all
 
 
 def _fit_member(w: Any, key: str, estimator: Any, seed: int, bootstrap: bool, max_samples: float | int
@@ -89,10 +90,11 @@ class _DistributedBagging(BaseEstimator):
                                  "without X, y")
             shards = self.data
         else:
-            if X is None or y is None:
+            if X is None:
                 raise ValueError(f"{who}.fit needs X and y, or data= shards given to {who}(...)")
-            X, y = validate_data(self, X, y, dtype=None if self._classifier else np.float64,
-                                 ensure_all_finite=True, y_numeric=not self._classifier)
+            if y is None:  # scikit-learn's wording, which its tools look for
+                raise ValueError(f"{who} requires y to be passed, but the target y is None")
+            X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite=True, y_numeric=not self._classifier)
             if self._classifier:
                 check_classification_targets(y)
                 self._check_classes(np.unique(y))
@@ -142,7 +144,7 @@ class _DistributedBagging(BaseEstimator):
         if from_shards:
             widths = {p.n_features for p in infos}
             if len(widths) > 1:
-                raise ValueError(f"{type(self).__name__}: the shards have different numbers of features: "
+                raise DataError(f"{type(self).__name__}: the shards have different numbers of features: "
                                  + ", ".join(f"{p.worker}: {p.n_features}" for p in infos))
             self.n_features_in_ = widths.pop()
         if self._classifier:
@@ -223,7 +225,19 @@ class _DistributedBagging(BaseEstimator):
 
     def _check_X(self, X: Any) -> Any:
         check_is_fitted(self, "estimators_")
-        return validate_data(self, X, reset=False, dtype=None if self._classifier else np.float64)
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its cluster (a live connection): an unpickled ensemble predicts; a refit finds workers
+        as with cluster=None."""
+        return {**super().__getstate__(), "cluster": None}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A deep copy that shares the cluster, as `clone` does."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: v if k == "cluster" else copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
 
 
 _DOC = """
@@ -286,6 +300,7 @@ class DistributedBaggingClassifier(ClassifierMixin, _DistributedBagging):
 
     def predict(self, X: Any) -> np.ndarray:
         """The ensemble's label for each row (soft vote, or majority vote)."""
+        check_is_fitted(self, "estimators_")
         if self._soft():
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
         X = self._check_X(X)

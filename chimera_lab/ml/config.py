@@ -58,18 +58,18 @@ class ConfigError(ValueError):
 class ChimeraConfig:
     """The checked ``CHIMERA_*`` settings of one ``chimera.run`` (see the module's docstring for what each does)."""
 
-    root: Path  # the master file's directory: chimera_workers/ and chimera_train_data/ are found there
-    workers: tuple[str, ...]
-    cpu_shares: tuple[int, ...]
-    mapped_ports: tuple[int, ...]
-    network_name: str = "chimera-network"
-    network_prefix: str = "192.168.10"
-    subnet_mask: int = 24
-    workers_host: str = "0.0.0.0"
-    workers_port: int = 80
-    max_retries: int = 0
-    timeout: float = 100.0
-    backend: str = "local"
+    root: Path  # where chimera_workers/ and chimera_train_data/ are (the master's working directory)
+    workers: tuple[str, ...]  # CHIMERA_WORKERS_NODES_NAMES: one process per chimera_workers/<name>.py
+    cpu_shares: tuple[int, ...]  # CHIMERA_WORKERS_CPU_SHARES: Docker backend only (--cpu-shares)
+    mapped_ports: tuple[int, ...]  # CHIMERA_WORKERS_MAPPED_PORTS: Docker backend only (host ports)
+    network_name: str = "chimera-network"  # CHIMERA_NETWORK_NAME: Docker backend only
+    network_prefix: str = "192.168.10"  # CHIMERA_NETWORK_PREFIX: Docker backend only
+    subnet_mask: int = 24  # CHIMERA_NETWORK_SUBNET_MASK: Docker backend only
+    workers_host: str = "0.0.0.0"  # CHIMERA_WORKERS_HOST: Docker backend only (where mapped ports bind)
+    workers_port: int = 80  # CHIMERA_WORKERS_PORT: Docker backend only (the port inside each container)
+    max_retries: int = 0  # CHIMERA_WORKERS_ENDPOINTS_MAX_RETRIES: tries after a failed worker call
+    timeout: float = 100.0  # CHIMERA_WORKERS_ENDPOINTS_TIMEOUT: seconds each worker call may take
+    backend: str = "local"  # CHIMERA_BACKEND: "local" processes; "docker" is issue #7, not built yet
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, root: Path | str | None = None) -> ChimeraConfig:
@@ -179,7 +179,9 @@ class _Reader:
             return None
         for name in values:
             path = self.root / WORKERS_FOLDER / f"{name}.py"
-            if not path.is_file():
+            if name.endswith(".py") and (self.root / WORKERS_FOLDER / name).is_file():
+                self.bad(var, raw, f"name the workers without .py: {name.removesuffix('.py')!r}, not {name!r}")
+            elif not path.is_file():
                 self.problems.append(f"CHIMERA_WORKERS_NODES_NAMES names {name!r} but {WORKERS_FOLDER}/{name}.py "
                                      f"does not exist in {self.root}; create it (a worker file that calls "
                                      f"worker.serve()) or remove {name!r} from the list")

@@ -3,6 +3,8 @@ per round with the time split into compute and communication, and the rows of `h
 
 from __future__ import annotations
 
+import functools
+import sys
 import time
 from typing import Any
 
@@ -18,6 +20,29 @@ def _in_kernel() -> bool:
     return ip is not None and hasattr(ip, "kernel")
 
 
+@functools.cache
+def _chart_class() -> type:
+    """LiveChart for a fit: once the fit is over it stops its sending thread, and answers a reloaded view itself."""
+    from ..jupyter.widgets import LiveChart
+
+    class FitChart(LiveChart):
+        _done = False
+
+        def finish(self) -> None:
+            """Send what is left and stop the sending thread (a fit's chart gets no more points)."""
+            self._done = True
+            self._flusher.stop()
+            self._flush()
+
+        def _on_message(self, content: dict[str, Any]) -> None:
+            super()._on_message(content)
+            if self._done:  # no sending thread any more: answer a (re)loaded view from here
+                self._flush()
+
+    FitChart.__qualname__ = "FitChart"
+    return FitChart
+
+
 class FitMonitor:
     """Rounds of one fit: ``round(**row)`` records one; ``close()`` ends the bar; ``frame()`` is the history."""
 
@@ -28,6 +53,7 @@ class FitMonitor:
         self.t0 = time.perf_counter()
         self._bar: Any = None
         self.charts: tuple[Any, Any] | None = None
+        self._outer = sys.exc_info()[1]  # an exception already being handled where the fit started is not its own
         if not show:
             return
         from tqdm.auto import tqdm
@@ -37,10 +63,9 @@ class FitMonitor:
             from IPython.display import display
             from ipywidgets import HBox
 
-            from ..jupyter.widgets import LiveChart
-
-            quality = LiveChart(title=f"{title}: loss and {metric}", x_label=unit, y_label="")
-            timing = LiveChart(title="time per round (ms)", x_label=unit, y_label="ms")
+            chart_class = _chart_class()
+            quality = chart_class(title=f"{title}: loss and {metric}", x_label=unit, y_label="")
+            timing = chart_class(title="time per round (ms)", x_label=unit, y_label="ms")
             self.charts = (quality, timing)
             display(HBox([quality, timing]))
 
@@ -62,12 +87,27 @@ class FitMonitor:
             timing.append("communication", x, 1e3 * row["comm_s"])
 
     def close(self, note: str | None = None) -> None:
-        """End the progress bar (with a closing note such as why the fit stopped)."""
+        """End the progress bar (with a closing note such as why the fit stopped) and the live chart's feed.
+
+        Called while an exception propagates, the bar says so and stays unfinished (red in Jupyter); otherwise a fit
+        that stopped early (converged) ends full, not as a failure."""
+        error = sys.exc_info()[1]
+        failed = error is not None and error is not self._outer
         if self._bar is not None:
+            bar, self._bar = self._bar, None
+            if failed:
+                note = f"stopped by {type(error).__name__}"
+            elif bar.total and bar.n < bar.total:  # stopped early: done, not failed
+                bar.total = bar.n
+                box = getattr(bar, "container", None)  # tqdm.notebook: (text, bar, text) widgets
+                if box is not None:
+                    box.children[1].max = max(bar.n, 1)
             if note:
-                self._bar.set_postfix_str(note, refresh=False)
-            self._bar.close()
-            self._bar = None
+                bar.set_postfix_str(note, refresh=False)
+            bar.close()
+        if self.charts is not None:
+            for chart in self.charts:
+                chart.finish()
 
     def frame(self) -> pd.DataFrame:
         """The recorded rounds as a DataFrame indexed by round."""

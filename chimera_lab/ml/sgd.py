@@ -9,6 +9,7 @@ the workers' models averaged, weighted by their sample counts; this is what the 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import uuid
@@ -90,8 +91,10 @@ class _DistributedSGD(BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         classes = None
         if self.data is None:
-            if X is None or y is None:
+            if X is None:
                 raise ValueError(f"{who}.fit needs X and y, or data= shards given to {who}(...)")
+            if y is None:  # scikit-learn's wording, which its tools look for
+                raise ValueError(f"{who} requires y to be passed, but the target y is None")
             X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=not self._classifier)
             if self._classifier:
                 check_classification_targets(y)
@@ -174,12 +177,16 @@ class _DistributedSGD(BaseEstimator):
         monitor = FitMonitor(who, total, self._metric, bool(self.progress), unit="round" if fedavg else "epoch")
         best, stale, updates, rnd, note = math.inf, 0, 0, 0, "max_iter reached"
         adaptive = self.learning_rate == "adaptive"
-        best_seen, kept = math.inf, theta.copy()  # adaptive: the best round's parameters, to return to
+        best_seen, kept = math.inf, theta.copy()  # adaptive: the best round's (or epoch's) parameters, to return to
         self.converged_ = False
         try:
             self._apply_policy(dict(channel.failed), "while its side of the channel started")
             for epoch in range(1, total + 1):
                 steps = 1 if fedavg or batch is None else max(1, math.ceil(max(channel.sizes.values()) / batch))
+                # a mini-batch's loss is noisy (one batch can cost twice another at the same parameters), so with
+                # mini-batches the overshoot guard below judges whole epochs, not single rounds
+                per_round = steps == 1
+                start = theta.copy()
                 epoch_loss = epoch_n = 0.0
                 for _ in range(steps):
                     rnd += 1
@@ -195,16 +202,14 @@ class _DistributedSGD(BaseEstimator):
                     self._apply_policy(dict(channel.failed), f"in round {rnd}")
                     if not answers:
                         raise WorkerFailure(who, self.failed_workers_, hint=" (no worker is left)")
+                    answers = dict(sorted(answers.items()))  # sums in a fixed order, whichever worker answered first
                     n = sum(a.n for a in answers.values())
                     loss = sum(a.loss for a in answers.values()) / n + penalty.value(problem, theta)
-                    if adaptive and not loss <= 2 * best_seen:  # the last step overshot: undo it, slow down
-                        theta, schedule.eta = kept.copy(), schedule.eta / 5
-                        if schedule.eta < 1e-9:
-                            raise FloatingPointError(
-                                f"{who}: the loss keeps diverging even at learning rate {schedule.eta:.2g}; "
-                                "scale the features (StandardScaler) or lower eta0")
+                    if adaptive and per_round and not loss <= 2 * best_seen:  # the last step overshot: undo it
+                        theta = kept.copy()
+                        self._slow_down(schedule)
                         continue
-                    if loss < best_seen:
+                    if per_round and loss < best_seen:
                         best_seen, kept = loss, theta.copy()
                     if fedavg:
                         theta = np.sum([a.n * a.vector for a in answers.values()], axis=0) / n
@@ -223,6 +228,13 @@ class _DistributedSGD(BaseEstimator):
                     self.contributors_ = sorted(answers)
                 epoch_loss = epoch_loss / epoch_n if epoch_n else math.inf
                 self.n_iter_ = epoch
+                if adaptive and not per_round:
+                    if not epoch_loss <= 2 * best_seen:  # this epoch overshot: back to the best epoch's start
+                        theta = kept.copy()
+                        self._slow_down(schedule)
+                        continue
+                    if epoch_loss < best_seen:
+                        best_seen, kept = epoch_loss, start
                 if self.tol is not None:
                     stale = stale + 1 if epoch_loss > best - self.tol else 0
                     best = min(best, epoch_loss)
@@ -246,12 +258,31 @@ class _DistributedSGD(BaseEstimator):
         if classes is not None:
             self.classes_ = classes
 
+    def _slow_down(self, schedule: Schedule) -> None:
+        """learning_rate="adaptive" after a step that overshot: divide the rate by 5, or give up."""
+        schedule.eta /= 5
+        if schedule.eta < 1e-9:
+            raise FloatingPointError(f"{type(self).__name__}: the loss keeps diverging even at learning rate "
+                                     f"{schedule.eta:.2g}; scale the features (StandardScaler) or lower eta0")
+
     def _metric_value(self, answers: dict[str, Answer], n: int) -> float:
         total = sum(a.metric for a in answers.values())
         return total / n if self._classifier else math.sqrt(total / n)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its cluster (a live connection): an unpickled model predicts; a refit finds workers
+        as with cluster=None."""
+        return {**super().__getstate__(), "cluster": None}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A deep copy that shares the cluster, as `clone` does."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: v if k == "cluster" else copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
+
     # -- use ----------------------------------------------------------------------------------------
-    def decision_function(self, X: Any) -> np.ndarray:
+    def _decision(self, X: Any) -> np.ndarray:
         """Raw scores: shape (n,) for regression and binary classification, else (n, n_classes)."""
         check_is_fitted(self, "coef_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
@@ -334,8 +365,12 @@ class DistributedSGDClassifier(ClassifierMixin, _DistributedSGD):
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted class of each row."""
-        z = self.decision_function(X)
+        z = self._decision(X)
         return self.classes_[(z > 0).astype(int)] if z.ndim == 1 else self.classes_[np.argmax(z, axis=1)]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw scores: shape (n,) for two classes (> 0 means `classes_[1]`), else (n, n_classes)."""
+        return self._decision(X)
 
     def _has_proba(self) -> bool:
         if self.loss != "log_loss":
@@ -345,7 +380,7 @@ class DistributedSGDClassifier(ClassifierMixin, _DistributedSGD):
     @available_if(_has_proba)
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n, n_classes), columns in the order of `classes_`."""
-        z = self.decision_function(X)
+        z = self._decision(X)
         if z.ndim == 1:
             p = np.exp(-np.logaddexp(0.0, -z))
             return np.column_stack([1 - p, p])
@@ -399,4 +434,4 @@ class DistributedSGDRegressor(RegressorMixin, _DistributedSGD):
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted value of each row."""
-        return self.decision_function(X)
+        return self._decision(X)

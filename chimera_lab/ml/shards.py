@@ -99,7 +99,11 @@ class Placed:
 
 def _put(w: Any, key: str, shard: Shard, classifier: bool) -> Placed:
     X, y = shard.load(w)
-    X = np.asarray(X, dtype=np.float64)
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"worker {w.name!r}: X must hold numbers only ({exc}); encode text and categories first"
+                        ) from None
     y = np.asarray(y)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(X) == 0:
         raise DataError(f"worker {w.name!r}: the shard must be X of shape (n, d) and y of shape (n,) with n > 0, "
