@@ -28,7 +28,7 @@ from . import aggregate
 from .cluster import lease
 from .failures import WorkerFailure, check_policy
 from .monitor import FitMonitor
-from .shards import Arrays, DataError, Shard, as_placements, forget, place_all
+from .shards import Arrays, DataError, Shard, as_pairs, forget, place_all
 
 
 def _fit_member(w: Any, key: str, estimator: Any, seed: int, bootstrap: bool, max_samples: float | int
@@ -111,15 +111,17 @@ class _DistributedBagging(BaseEstimator):
         t0 = time.perf_counter()
         with lease(self.cluster, self.n_workers, who) as cluster:
             if hybrid and shards is None:
-                shards = partition(X, y, len(cluster.workers))
+                if self.data == "split":  # shuffled with a seed drawn after the members', so theirs stay put
+                    shards = split(X, y, len(cluster.workers), random_state=int(rs.randint(np.iinfo(np.int32).max)))
+                else:
+                    shards = partition(X, y, len(cluster.workers))
             tag = f"chimera.ml/{uuid.uuid4().hex[:12]}"
             layout: list[tuple[str, str, Shard]]
             if shards is None:  # model parallelism: the same data on every worker
                 layout = [(w, f"{tag}/all", Arrays(X, y)) for w in cluster.workers]
             else:
-                layout = [(w, f"{tag}/{i}", s) for i, (w, s) in
-                          enumerate((w, s) for w, group in as_placements(shards, cluster.workers).items()
-                                    for s in group)]
+                # in the order given, so member j trains on shard j mod (number of shards)
+                layout = [(w, f"{tag}/{i}", s) for i, (w, s) in enumerate(as_pairs(shards, cluster.workers))]
             try:
                 placed, failed = place_all(cluster.manager, layout, self._classifier, self.worker_timeout)
                 self._apply_policy({w: why for (w, _), why in failed.items()}, "while its data was placed")

@@ -3,6 +3,7 @@ cluster it starts for one fit and stops afterwards."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,6 +11,14 @@ from typing import Any
 
 from ..cluster import LocalCluster
 from ..manager import Manager, managers
+
+_PRIVATE: weakref.WeakSet[Manager] = weakref.WeakSet()
+
+
+def keep_private(manager: Manager) -> Manager:
+    """Leave `manager` out of the default choice of estimators (e.g. the one a REST service runs its workers on)."""
+    _PRIVATE.add(manager)
+    return manager
 
 
 class ClusterError(RuntimeError):
@@ -43,7 +52,7 @@ def lease(cluster: Any, n_workers: int | None, who: str) -> Iterator[Lease]:
     """The workers for one fit of `who`: `cluster`'s, else the only running Manager's (``%chimera up``), else a
     LocalCluster of `n_workers` processes that lives as long as the block."""
     if cluster is None:
-        running = [m for m in managers() if connected_workers(m)]
+        running = [m for m in managers() if m not in _PRIVATE and connected_workers(m)]
         if len(running) > 1:
             raise ClusterError(f"{who}: {len(running)} Managers with workers run in this process; "
                                "pass cluster=<the Manager to use>")

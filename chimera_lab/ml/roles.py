@@ -161,6 +161,10 @@ class _ModelWorker(_Role):
             info["distinct_samples"] = int(len(np.unique(rows)))
             info["sample"] = hashlib.sha1(rows.tobytes()).hexdigest()[:12]
         model = _fresh(self.estimator)
+        if "random_state" in model.get_params() and model.get_params()["random_state"] is None:
+            # the model's own randomness (e.g. a tree's tie-breaks) from the same per-worker stream: repeatable
+            seq = np.random.SeedSequence([fit_seed, index, 1])
+            model.set_params(random_state=int(seq.generate_state(1)[0] % (2**31 - 1)))
         model.fit(X, y)
         self.model, self.columns = model, columns
         info["columns"] = columns

@@ -76,9 +76,9 @@ def _serve(w: Any, port: int, session: str, key: str, problem: Problem, penalty:
                     pos += batch
                     loss, vec, metric = problem.loss_grad(theta, X[rows], t[rows])
                     n = len(rows)
-            else:  # "local": FedAvg's local epochs
-                vec, loss, metric = local_epochs(problem, penalty, theta, X, t, msg["epochs"], msg["batch"],
-                                                 msg["eta"], rng)
+            else:  # "local": FedAvg's local epochs; the loss reported is that of the model received
+                loss, _, metric = problem.loss_grad(theta, X, t)
+                vec, _, _ = local_epochs(problem, penalty, theta, X, t, msg["epochs"], msg["batch"], msg["eta"], rng)
                 n = len(X)
             rounds += 1
             reply = {"op": msg["op"], "s": session, "r": msg["r"], "n": n, "loss": loss, "metric": metric,

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..cluster.local import wait_or_kill
 from ..manager import Manager
+from .cluster import keep_private
 from .config import WORKERS_FOLDER, ChimeraConfig, ConfigError
 from .masters import MasterError
 from .rest import Api, make_server
@@ -110,7 +111,7 @@ class Service:
     def _start(self, port: int, start_timeout: float) -> None:
         self._open_logs()
         status_log.info("starting %s with workers %s", type(self.master).__name__, ", ".join(self.config.workers))
-        self.manager = Manager(host="127.0.0.1", port=0)
+        self.manager = keep_private(Manager(host="127.0.0.1", port=0))  # estimators' fits don't pick it
         api = Api(self.master, self.manager, self.config.workers, self.config)
         try:
             self._server = make_server(api, self.host, port)

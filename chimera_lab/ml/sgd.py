@@ -246,8 +246,9 @@ class _DistributedSGD(BaseEstimator):
                             self.converged_, note = True, f"converged after {epoch} {monitor_unit(fedavg)}"
                             break
             else:
-                warnings.warn(f"{who}: max_iter={total} reached before the loss converged; increase max_iter "
-                              "to improve the fit", ConvergenceWarning, stacklevel=3)
+                if self.tol is not None:
+                    warnings.warn(f"{who}: max_iter={total} reached before the loss converged; increase max_iter "
+                                  "to improve the fit", ConvergenceWarning, stacklevel=3)
         finally:
             monitor.close(note)
             channel.close()
@@ -314,9 +315,11 @@ _COMMON_DOC = """
     mini-batch SGD (``batch_size``, default 32) from the current model, then averages the models weighted by
     sample count. ``max_iter`` counts epochs (gradient) or averaging rounds (fedavg); the fit stops when the
     loss has not improved by ``tol`` for ``n_iter_no_change`` of them (with ``learning_rate="adaptive"`` the
-    rate is first divided by 5, as in scikit-learn, and a step that more than doubles the loss is undone and
-    the rate divided by 5 at once, so a too-large ``eta0`` costs a few rounds instead of the fit).
-    Penalties: 'l2', 'l1' (a proximal step: exact zeros), 'elasticnet'. ``eta0=1.0`` suits the mean gradient
+    rate is first divided by 5, as in scikit-learn, and a step (with mini-batches, an epoch) that more than
+    doubles the loss is undone and the rate divided by 5 at once, so a too-large ``eta0`` costs a few rounds
+    instead of the fit).
+    Penalties: 'l2', 'l1' (a proximal step: exact zeros with full-batch gradient averaging; mini-batches and
+    FedAvg's averaged models leave tiny weights instead), 'elasticnet'. ``eta0=1.0`` suits the mean gradient
     of a batch over standardized features (each update averages many rows, unlike scikit-learn's per-sample SGD,
     whose default is 0.01). Scale your features, as with any SGD.
 

@@ -119,17 +119,27 @@ def _forget(w: Any, prefix: str) -> None:
         del w.store[k]
 
 
-def as_placements(data: Sequence[Any] | Mapping[str, Any], workers: Sequence[str]) -> dict[str, list[Shard]]:
-    """Which shards go to which worker: a mapping names the worker of each shard; a list is dealt out in turn."""
-    out: dict[str, list[Shard]] = {w: [] for w in workers}
+def as_pairs(data: Sequence[Any] | Mapping[str, Any], workers: Sequence[str]) -> list[tuple[str, Shard]]:
+    """Each shard with the worker it goes to, in the order given: a mapping names the worker of each shard; a list
+    is dealt out in turn."""
+    known = set(workers)
     items = data.items() if isinstance(data, Mapping) else [(workers[i % len(workers)], s) for i, s in enumerate(data)]
+    out: list[tuple[str, Shard]] = []
     for worker, shard in items:
-        if worker not in out:
+        if worker not in known:
             raise DataError(f"data names worker {worker!r}, which is not connected (connected: {', '.join(workers)})")
         if isinstance(shard, tuple) and len(shard) == 2:
             shard = Arrays(*shard)
         if not callable(getattr(shard, "load", None)):
             raise DataError(f"a shard must be (X, y), Arrays, CSVFiles or InStore, got {type(shard).__name__}")
+        out.append((worker, shard))
+    return out
+
+
+def as_placements(data: Sequence[Any] | Mapping[str, Any], workers: Sequence[str]) -> dict[str, list[Shard]]:
+    """Which shards go to which worker (see `as_pairs`), grouped by worker, in the order of `workers`."""
+    out: dict[str, list[Shard]] = {w: [] for w in workers}
+    for worker, shard in as_pairs(data, workers):
         out[worker].append(shard)
     return {w: s for w, s in out.items() if s}
 
@@ -156,7 +166,7 @@ def place_all(manager: Manager, placements: Sequence[tuple[str, str, Shard]], cl
         try:
             placed[where] = fut.result(timeout)
         except Exception as exc:
-            text = str(exc)
+            text = str(exc) or f"no answer within worker_timeout={timeout:g} s" if timeout else str(exc)
             if "DataError: " in text:
                 raise DataError(text.split("DataError: ", 1)[1]) from None
             tb = getattr(exc, "remote_traceback", None)
