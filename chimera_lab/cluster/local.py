@@ -83,5 +83,11 @@ class LocalCluster:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def __copy__(self) -> LocalCluster:
+        return self  # a handle on running processes: a copy is the same cluster (scikit-learn's clone copies params)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LocalCluster:
+        return self
+
     def __repr__(self) -> str:
         return f"<LocalCluster {self.manager.host}:{self.manager.port} workers={self.names}>"
