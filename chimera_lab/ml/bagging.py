@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
 from . import aggregate
 from .cluster import lease
@@ -43,7 +43,14 @@ def _fit_member(w: Any, key: str, estimator: Any, seed: int, bootstrap: bool, ma
     if "random_state" in member.get_params():
         member.set_params(random_state=seed % (2**31 - 1))
     t0 = time.perf_counter()
-    member.fit(X[rows], y[rows])
+    if bootstrap and has_fit_parameter(member, "sample_weight"):
+        # the same sample as rows repeated, as counts: no copy, and a tree sorts only the distinct rows
+        # (scikit-learn's BaggingClassifier does the same)
+        counts = np.bincount(rows, minlength=n)
+        seen = np.flatnonzero(counts)
+        member.fit(X[seen], y[seen], sample_weight=counts[seen].astype(np.float64))
+    else:
+        member.fit(X[rows], y[rows])
     return member, time.perf_counter() - t0, m
 
 
