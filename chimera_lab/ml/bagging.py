@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validat
 
 from . import aggregate
 from .cluster import lease
-from .failures import WorkerFailure, check_policy
+from .failures import WorkerFailure, apply_policy, check_policy
 from .monitor import FitMonitor
 from .shards import Arrays, DataError, Shard, as_pairs, forget, place_all
 
@@ -160,14 +160,7 @@ class _DistributedBagging(BaseEstimator):
             self.classes_ = self._check_classes(np.unique(np.concatenate([p.labels for p in infos])))
 
     def _apply_policy(self, failures: dict[str, str], when: str) -> None:
-        new = {w: why for w, why in failures.items() if w not in self.failed_workers_}
-        if not new:
-            return
-        who = type(self).__name__
-        if self.on_worker_failure == "raise":
-            raise WorkerFailure(who, new, hint=f" ({when}; on_worker_failure='continue' goes on without them)")
-        self.failed_workers_.update(new)
-        warnings.warn(f"{who}: going on without worker(s) {', '.join(new)} ({when})", RuntimeWarning, stacklevel=4)
+        apply_policy(self, failures, when)
 
     def _train(self, manager: Any, holders: list[tuple[str, str]], base: Any, seeds: list[int]) -> None:
         """Deal members over the (worker, data key) holders; with "continue", members of a lost worker move to

@@ -25,7 +25,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .cluster import lease
-from .failures import WorkerFailure, check_policy
+from .failures import WorkerFailure, apply_policy, check_policy
 from .linear import CLASSIFIER_LOSSES, PENALTIES, REGRESSOR_LOSSES, SCHEDULES, Penalty, Problem, Schedule
 from .monitor import FitMonitor, plot_history
 from .rounds import Answer, Channel
@@ -146,16 +146,7 @@ class _DistributedSGD(BaseEstimator):
         return classes
 
     def _apply_policy(self, failures: dict[str, str], when: str) -> None:
-        """Raise WorkerFailure, or (on_worker_failure="continue") note the failures and go on."""
-        new = {w: why for w, why in failures.items() if w not in self.failed_workers_}
-        if not new:
-            return
-        who = type(self).__name__
-        if self.on_worker_failure == "raise":
-            raise WorkerFailure(who, new, hint=f" ({when}; on_worker_failure='continue' goes on without them)")
-        self.failed_workers_.update(new)
-        warnings.warn(f"{who}: going on without worker(s) {', '.join(new)} ({when}): "
-                      + "; ".join(why.strip().splitlines()[0] for why in new.values()), RuntimeWarning, stacklevel=3)
+        apply_policy(self, failures, when)
 
     def _rounds(self, manager: Any, key: str, workers: list[str], classes: np.ndarray | None, seed: int) -> None:
         """The training loop: one round per batch (gradient) or per averaging step (fedavg)."""
