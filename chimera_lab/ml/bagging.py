@@ -8,7 +8,6 @@ ensemble predicts without the cluster (soft or majority vote for classes, the me
 
 from __future__ import annotations
 
-import copy
 import time
 import uuid
 import warnings
@@ -18,15 +17,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.base import ClassifierMixin, RegressorMixin, clone
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
 from . import aggregate
+from .base import ClusterEstimator
 from .cluster import lease
-from .failures import WorkerFailure, apply_policy, check_policy
+from .failures import WorkerFailure, check_policy
 from .monitor import FitMonitor
 from .shards import Arrays, DataError, Shard, as_pairs, forget, place_all
 
@@ -65,7 +65,7 @@ def _worker_lost(exc: BaseException) -> bool:
     return getattr(exc, "remote_traceback", None) is None
 
 
-class _DistributedBagging(BaseEstimator):
+class _DistributedBagging(ClusterEstimator):
     _classifier = False
     _default: Callable[[], Any]
 
@@ -142,12 +142,6 @@ class _DistributedBagging(BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def _check_classes(self, classes: np.ndarray) -> np.ndarray:
-        if len(classes) < 2:
-            raise ValueError(f"{type(self).__name__}: the number of classes has to be greater than one; "
-                             f"got {len(classes)} class ({classes.tolist()})")
-        return classes
-
     def _learn_shape(self, placed: dict[tuple[str, str], Any], from_shards: bool) -> None:
         infos = list(placed.values())
         if from_shards:
@@ -158,9 +152,6 @@ class _DistributedBagging(BaseEstimator):
             self.n_features_in_ = widths.pop()
         if self._classifier:
             self.classes_ = self._check_classes(np.unique(np.concatenate([p.labels for p in infos])))
-
-    def _apply_policy(self, failures: dict[str, str], when: str) -> None:
-        apply_policy(self, failures, when)
 
     def _train(self, manager: Any, holders: list[tuple[str, str]], base: Any, seeds: list[int]) -> None:
         """Deal members over the (worker, data key) holders; with "continue", members of a lost worker move to
@@ -228,18 +219,6 @@ class _DistributedBagging(BaseEstimator):
     def _check_X(self, X: Any) -> Any:
         check_is_fitted(self, "estimators_")
         return validate_data(self, X, reset=False, dtype=np.float64)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled without its cluster (a live connection): an unpickled ensemble predicts; a refit finds workers
-        as with cluster=None."""
-        return {**super().__getstate__(), "cluster": None}
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        """A deep copy that shares the cluster, as `clone` does."""
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__.update({k: v if k == "cluster" else copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
-        return new
 
 
 _DOC = """

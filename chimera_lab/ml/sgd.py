@@ -9,7 +9,6 @@ the workers' models averaged, weighted by their sample counts; this is what the 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import uuid
@@ -17,15 +16,16 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .base import ClusterEstimator
 from .cluster import lease
-from .failures import WorkerFailure, apply_policy, check_policy
+from .failures import WorkerFailure, check_policy
 from .linear import CLASSIFIER_LOSSES, PENALTIES, REGRESSOR_LOSSES, SCHEDULES, Penalty, Problem, Schedule
 from .monitor import FitMonitor, plot_history
 from .rounds import Answer, Channel
@@ -35,7 +35,7 @@ STRATEGIES = ("gradient", "fedavg")
 FEDAVG_BATCH = 32  # the local mini-batch of FedAvg when batch_size="auto"
 
 
-class _DistributedSGD(BaseEstimator):
+class _DistributedSGD(ClusterEstimator):
     """What the classifier and the regressor share: parameters, the fit loop, failure handling, history."""
 
     _classifier = False
@@ -138,15 +138,6 @@ class _DistributedSGD(BaseEstimator):
                     forget(cluster.manager, w, key)
         self.fit_time_ = time.perf_counter() - t0
         return self
-
-    def _check_classes(self, classes: np.ndarray) -> np.ndarray:
-        if len(classes) < 2:
-            raise ValueError(f"{type(self).__name__}: the number of classes has to be greater than one; "
-                             f"got {len(classes)} class ({classes.tolist()})")
-        return classes
-
-    def _apply_policy(self, failures: dict[str, str], when: str) -> None:
-        apply_policy(self, failures, when)
 
     def _rounds(self, manager: Any, key: str, workers: list[str], classes: np.ndarray | None, seed: int) -> None:
         """The training loop: one round per batch (gradient) or per averaging step (fedavg)."""
@@ -260,18 +251,6 @@ class _DistributedSGD(BaseEstimator):
     def _metric_value(self, answers: dict[str, Answer], n: int) -> float:
         total = sum(a.metric for a in answers.values())
         return total / n if self._classifier else math.sqrt(total / n)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled without its cluster (a live connection): an unpickled model predicts; a refit finds workers
-        as with cluster=None."""
-        return {**super().__getstate__(), "cluster": None}
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        """A deep copy that shares the cluster, as `clone` does."""
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__.update({k: v if k == "cluster" else copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
-        return new
 
     # -- use ----------------------------------------------------------------------------------------
     def _decision(self, X: Any) -> np.ndarray:
