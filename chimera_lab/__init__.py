@@ -1,5 +1,6 @@
 """chimera_lab: distributed data pipelines and distributed machine learning, Jupyter-first."""
 
+from .cluster import DockerCluster, DockerError, ImageBuildError, LocalCluster
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
 from .manager import CommitError, Manager, ManagerError, Tap, TaskError, send_by_value
@@ -31,9 +32,13 @@ __all__ = [
     "CollectError",
     "CommitError",
     "DataChunk",
+    "DockerCluster",
+    "DockerError",
     "Graph",
     "GraphEditor",
     "GraphError",
+    "ImageBuildError",
+    "LocalCluster",
     "Manager",
     "ManagerError",
     "Node",

@@ -144,6 +144,8 @@ class Manager:
         self._pending: dict[str, tuple[Future[dict[str, Any]], str | None, str]] = {}
         self._ids = itertools.count(1)
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._launchers: list[Any] = []  # clusters whose workers joined via add_workers: closed with the Manager
+        self.addresses = [self.host]  # where the ROUTER listens (see listen)
         self._metrics_dirty = False
         self._calls: deque[Callable[[], object]] = deque()
         self._waker = Waker(self.ctx)
@@ -153,6 +155,25 @@ class Manager:
         _LOCAL[(self.host, self.port)] = self._key
         _MANAGERS.add(self)
         log.info("Server started at Port %d", self.port)
+
+    def listen(self, host: str) -> None:
+        """Also accept workers on `host` (the same port), e.g. the gateway of a Docker bridge network, so the
+        Manager is reachable there without listening on every interface."""
+        if host in self.addresses:
+            return
+        done: Future[None] = Future()
+
+        def bind() -> None:
+            try:
+                self._router.bind(f"tcp://{host}:{self.port}")
+                done.set_result(None)
+            except zmq.ZMQError as exc:
+                done.set_exception(ManagerError(f"the Manager cannot also listen on {host}:{self.port}: {exc}"))
+
+        self._call(bind)
+        done.result(10)
+        self.addresses.append(host)
+        log.info("Manager: also listening on %s:%d", host, self.port)
 
     def _bind(self, port: int) -> int:
         if port:
@@ -496,6 +517,45 @@ class Manager:
     # ---------------------------------------------------------------------------------------------
     # the public lifecycle
     # ---------------------------------------------------------------------------------------------
+    def add_workers(self, cluster: Any) -> Any:
+        """Start a launcher's workers for this Manager (``manager.add_workers(cp.DockerCluster(2))``); they are
+        ended with the Manager. Returns the cluster."""
+        cluster.start(self)
+        return cluster
+
+    def _adopt(self, launcher: Any) -> None:
+        """A launcher (LocalCluster, DockerCluster) whose workers this Manager ends at shutdown and whose logs
+        `logs` reads."""
+        if launcher not in self._launchers:
+            self._launchers.append(launcher)
+
+    def worker_lost(self, name: str, reason: str) -> None:
+        """A launcher saw worker `name` end (its container died, its process exited): report it lost now,
+        rather than when its heartbeats are missed."""
+
+        def lost() -> None:
+            w = self.workers.get(name)
+            if w is not None and w.state == "connected":
+                log.error("Manager: worker %r lost: %s", name, reason)
+                w.state = "lost"
+                self._emit({"type": "worker", "worker": name, "state": "lost", "reason": reason})
+                self._worker_gone(w, "lost")
+
+        try:
+            self._call(lost)
+        except ManagerError:
+            pass
+
+    def logs(self, worker: str, tail: int | None = 200) -> str:
+        """The last `tail` lines (all if None) of a worker's log, from the launcher that started it."""
+        if worker not in self.workers:
+            raise ManagerError(f"no worker named {worker!r}; workers: {', '.join(self.workers) or 'none'}")
+        for launcher in self._launchers:
+            if worker in launcher.worker_names:
+                return str(launcher.logs(worker, tail=tail))
+        raise ManagerError(f"worker {worker!r} was not started by a launcher of this Manager (cp-worker started by "
+                           "hand, or a Worker in a script): its log is where it runs")
+
     def wait_for_workers(self, names: Iterable[str], timeout: float = 10.0) -> None:
         """Block until every named worker is connected."""
         names = list(names)
@@ -710,6 +770,11 @@ class Manager:
                 time.sleep(0.02)
             if self._panel is not None:
                 self._panel.close()
+            for launcher in reversed(self._launchers):
+                try:
+                    launcher.close(manager=False)
+                except Exception:
+                    log.exception("Manager: closing %r failed", launcher)
             self._closing.set()
             self._thread.join(5)
             self._waker.close()

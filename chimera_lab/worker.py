@@ -102,7 +102,8 @@ class Worker:
     """Hosts nodes for a Manager: ``Worker(name).connect(host, port)``; ``shutdown()`` ends it."""
 
     def __init__(self, name: str, mode: str = "process", token: str | None = None,
-                 data_host: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> None:
+                 data_host: str | None = None, data_dir: str | os.PathLike[str] | None = None,
+                 health_file: str | os.PathLike[str] | None = None) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " /\\"):
             raise ValueError(f"Worker name must be a non-empty string without spaces or slashes, got {name!r}")
         if mode not in PROCESS_MODES:
@@ -118,6 +119,9 @@ class Worker:
         self.store: dict[str, Any] = {}
         self._tasks: ThreadPoolExecutor | None = None  # one task at a time: a worker is one compute slot
         self.data_host = data_host
+        #: touched at every heartbeat while the Manager answers (a container's health check reads it)
+        health_file = health_file if health_file is not None else os.environ.get("CHIMERA_LAB_HEALTH_FILE")
+        self.health_file = Path(health_file) if health_file else None
         self.host: str | None = None
         self.port: int | None = None
         self.offset = 0.0
@@ -267,6 +271,8 @@ class Worker:
                     next_hb = now + HEARTBEAT
                     self._send({"op": "ping", "t1": time.time()})
                     self._watch_children()
+                    if self.health_file is not None and self._welcome.is_set() and now - last_seen < 2 * HEARTBEAT + 1:
+                        self.health_file.touch()
                 if self._welcome.is_set() and now - last_seen > MANAGER_SILENCE:
                     self.exit_reason = f"lost contact with the Manager at {self.host}:{self.port}"
                     log.error("Worker %r: %s; stopping its nodes", self.name, self.exit_reason)
@@ -442,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Manager (default 10)")
     p.add_argument("--data-dir", default=None,
                    help="where recordings wait to be collected (default: ./chimera-data)")
+    p.add_argument("--health-file", default=None,
+                   help="a file touched every heartbeat while the Manager answers (for container health checks)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     args = p.parse_args(argv)
@@ -452,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         print("cp-worker: no token; pass --token (printed by manager.worker_command()) or set CHIMERA_TOKEN",
               file=sys.stderr)
         return 2
-    worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host, data_dir=args.data_dir)
+    worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host, data_dir=args.data_dir,
+                    health_file=args.health_file)
     signal.signal(signal.SIGTERM, lambda *_: worker.shutdown())
     try:
         worker.connect(args.host, args.port, timeout=args.timeout)

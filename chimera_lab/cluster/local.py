@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,15 +41,20 @@ class LocalCluster:
         self.manager = manager or Manager(port=port, logdir=logdir)
         self.names = [f"{prefix}-{i}" for i in range(n_workers)]
         self._procs: list[subprocess.Popen[bytes]] = []
-        env = {**os.environ, "CHIMERA_TOKEN": self.manager.token}
+        self._logdir = Path(tempfile.mkdtemp(prefix="chimera-local-logs-"))  # what each worker prints (see logs)
+        self._closed = False
+        self.manager._adopt(self)
+        env = {**os.environ, "CHIMERA_TOKEN": self.manager.token, "PYTHONUNBUFFERED": "1"}
         try:
             for name in self.names:
+                out = open(self._logdir / f"{name}.log", "wb")
                 self._procs.append(subprocess.Popen(
                     [sys.executable, "-c", "from chimera_lab.worker import main; raise SystemExit(main())",
                      "--ip", self.manager.host, "--port", str(self.manager.port), "--name", name,
-                     "--mode", mode, "--quiet",
+                     "--mode", mode,
                      *(["--data-dir", str(Path(data_dir) / name)] if data_dir is not None else [])],
-                    env=env, stdout=subprocess.DEVNULL))
+                    env=env, stdout=out, stderr=subprocess.STDOUT))
+                out.close()  # the child has its own copy
             self._wait_connected(timeout)
         except BaseException:
             self.close()
@@ -71,11 +78,31 @@ class LocalCluster:
         """The names of this cluster's workers."""
         return list(self.names)
 
-    def close(self) -> None:
+    @property
+    def worker_names(self) -> list[str]:
+        """The names of this cluster's workers (as for every launcher)."""
+        return list(self.names)
+
+    def logs(self, worker: str, tail: int | None = 200) -> str:
+        """What worker `worker`'s process printed (the last `tail` lines; all if None)."""
+        if worker not in self.names:
+            raise KeyError(f"no worker named {worker!r} in this LocalCluster; its workers: {', '.join(self.names)}")
+        try:
+            lines = (self._logdir / f"{worker}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines if tail is None else lines[-tail:])
+
+    def close(self, manager: bool = True) -> None:
         """Shut the Manager down and make sure every worker process has ended."""
-        self.manager.shutdown()
+        if self._closed:
+            return
+        self._closed = True
+        if manager:
+            self.manager.shutdown()
         for p in self._procs:
             wait_or_kill(p, 10)
+        shutil.rmtree(self._logdir, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self
