@@ -337,6 +337,7 @@ class DockerCluster:
             env = {**self.env, **(self.worker_env[i] or {}), "CHIMERA_TOKEN": m.token,
                    "CHIMERA_LAB_HEALTH_FILE": HEALTH_FILE, "CHIMERA_LAB_MANAGER": f"{address}:{m.port}",
                    "CHIMERA_LAB_WORKER_NAME": name, "CHIMERA_LAB_WORKER_INDEX": str(i)}
+            entrypoint: list[str] | None
             if self.commands is not None:
                 command, entrypoint = list(self.commands[i]), []
             else:

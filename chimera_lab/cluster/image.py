@@ -112,7 +112,7 @@ def worker_requirements(target: Target | None = None) -> dict[str, str]:
     from packaging.markers import default_environment
     from packaging.utils import canonicalize_name
 
-    env = dict(default_environment())
+    env: dict[str, Any] = dict(default_environment())
     if target is not None:
         env.update(python_version=target.python, python_full_version=f"{target.python}.0",
                    platform_machine=target.machine, sys_platform="linux", platform_system="Linux")
@@ -132,7 +132,7 @@ def worker_requirements(target: Target | None = None) -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
-def _requires(dist: str, env: dict[str, str], extras: Iterable[str] = ()) -> list[Any]:
+def _requires(dist: str, env: dict[str, Any], extras: Iterable[str] = ()) -> list[Any]:
     from packaging.requirements import Requirement
 
     out = []

@@ -18,6 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..cluster.image import DockerError
 from ..graph import Graph, GraphError
 from ..manager import ManagerError
 from ..node import Node
@@ -46,11 +47,14 @@ def spread(graph: Graph, workers: list[str]) -> dict[str, list[str]]:
 
 # -- one stub per subcommand: its decorators are its documentation and its parser ---------------------
 @magic_arguments()
-@argument("--workers", "-n", type=int, default=2, help="local worker processes to start (default 2)")
+@argument("--workers", "-n", type=int, default=None,
+          help="local worker processes to start (default 2, or 0 with --docker)")
+@argument("--docker", "-d", type=int, default=0, metavar="N",
+          help="also start N workers in Docker containers (image built once; CHIMERA_DOCKER_BASE_IMAGE picks the base)")
 @argument("--port", "-p", type=int, default=0, help="the Manager's port (default: any free port)")
 @argument("--mode", choices=("process", "thread"), default="process", help="one process per node, or threads")
 def _up(line: str) -> None:
-    """Start a Manager in this kernel plus local workers; put `manager` in the namespace (reused if running)."""
+    """Start a Manager in this kernel plus local (and Docker) workers; put `manager` in the namespace."""
 
 
 @magic_arguments()
@@ -182,7 +186,7 @@ class ChimeraMagics(Magics):
             raise UsageError(f"%%chimera {sub}: only `node` is a cell magic; use %chimera {sub} on a line")
         try:
             return getattr(self, f"do_{sub}")(args)
-        except (GraphError, ManagerError, ValueError, KeyError) as exc:
+        except (GraphError, ManagerError, DockerError, ValueError, KeyError) as exc:
             raise UsageError(f"%chimera {sub}: {exc}") from None
 
     @property
@@ -205,11 +209,12 @@ class ChimeraMagics(Magics):
         return self.cluster.manager
 
     def do_up(self, args: Any) -> Any:
-        from ..cluster import LocalCluster
+        from ..cluster import DockerCluster, LocalCluster
+        from ..manager import Manager
 
         if self.cluster is not None and self.cluster.manager.state != "shutdown":
             m = self.cluster.manager
-            print(f"reusing the cluster at {m.host}:{m.port} with workers {', '.join(self.cluster.workers)}")
+            print(f"reusing the cluster at {m.host}:{m.port} with workers {', '.join(m.workers)}")
             self.ns["manager"] = m
             return None
         if args.port:
@@ -219,12 +224,27 @@ class ChimeraMagics(Magics):
                 except OSError:
                     raise UsageError(f"port {args.port} is in use: choose another with --port, or leave --port out "
                                      "to take a free one") from None
-        if args.workers < 1:
-            raise UsageError("--workers must be at least 1")
-        self.cluster = LocalCluster(args.workers, port=args.port, mode=args.mode)
+        local = args.workers if args.workers is not None else (0 if args.docker else 2)
+        if local < 0 or args.docker < 0 or local + args.docker < 1:
+            raise UsageError("%chimera up needs at least one worker: --workers N (local processes) and/or --docker N")
+        if local:
+            self.cluster = LocalCluster(local, port=args.port, mode=args.mode)
+        else:
+            self.cluster = DockerCluster(args.docker, mode=args.mode)
+        try:
+            if local and args.docker:
+                self.cluster.manager.add_workers(DockerCluster(args.docker, mode=args.mode))
+            elif not local:
+                self.cluster.start(Manager(port=args.port))
+        except BaseException:
+            cluster, self.cluster = self.cluster, None
+            if cluster.manager is not None:
+                cluster.manager.shutdown()
+            raise
         m = self.cluster.manager
         self.ns["manager"] = m
-        print(f"Manager at {m.host}:{m.port} with {args.workers} workers ({', '.join(self.cluster.workers)}); "
+        names = list(m.workers)
+        print(f"Manager at {m.host}:{m.port} with {len(names)} workers ({', '.join(names)}); "
               "`manager` is in the namespace")
         return None
 
@@ -245,6 +265,8 @@ class ChimeraMagics(Magics):
         self.widgets = []
         if self.cluster is not None:
             cluster, self.cluster = self.cluster, None
+            if cluster.manager is not None:
+                cluster.manager.shutdown()  # ends every launcher's workers, Docker containers too
             cluster.close()
 
     # -- the pipeline ------------------------------------------------------------------------------

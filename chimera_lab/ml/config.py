@@ -1,13 +1,13 @@
 """The seed's ``CHIMERA_*`` environment variables: read and checked when ``chimera.run`` starts, never at import.
 
-What each one does here (the local backend, the only one built so far):
+What each one does here:
 
 ======================================  =========================================================================
 ``CHIMERA_WORKERS_NODES_NAMES``         required; the workers, one per file ``chimera_workers/<name>.py``; each
                                         runs as a local process reading ``chimera_train_data/<name>/``
 ``CHIMERA_WORKERS_ENDPOINTS_TIMEOUT``   seconds each call to a worker (fit, predict) may take (default 100.0)
 ``CHIMERA_WORKERS_ENDPOINTS_MAX_RETRIES`` how many times a failed worker call is tried again (default 0)
-``CHIMERA_BACKEND``                     ``local`` (default) or ``docker`` (issue #7, not built yet)
+``CHIMERA_BACKEND``                     ``local`` (default: processes) or ``docker`` (a container per worker)
 ``CHIMERA_NETWORK_NAME``,               checked here, used by the Docker backend only: the Docker network, its
 ``CHIMERA_NETWORK_PREFIX``,             subnet ``<prefix>.0/<mask>`` (gateway ``<prefix>.1``, worker i at
 ``CHIMERA_NETWORK_SUBNET_MASK``         ``<prefix>.<i + 2>``)
@@ -65,11 +65,11 @@ class ChimeraConfig:
     network_name: str = "chimera-network"  # CHIMERA_NETWORK_NAME: Docker backend only
     network_prefix: str = "192.168.10"  # CHIMERA_NETWORK_PREFIX: Docker backend only
     subnet_mask: int = 24  # CHIMERA_NETWORK_SUBNET_MASK: Docker backend only
-    workers_host: str = "0.0.0.0"  # CHIMERA_WORKERS_HOST: Docker backend only (where mapped ports bind)
+    workers_host: str = "127.0.0.1"  # CHIMERA_WORKERS_HOST: Docker backend only (where mapped ports bind)
     workers_port: int = 80  # CHIMERA_WORKERS_PORT: Docker backend only (the port inside each container)
     max_retries: int = 0  # CHIMERA_WORKERS_ENDPOINTS_MAX_RETRIES: tries after a failed worker call
     timeout: float = 100.0  # CHIMERA_WORKERS_ENDPOINTS_TIMEOUT: seconds each worker call may take
-    backend: str = "local"  # CHIMERA_BACKEND: "local" processes; "docker" is issue #7, not built yet
+    backend: str = "local"  # CHIMERA_BACKEND: "local" processes or "docker" containers (a DockerCluster)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, root: Path | str | None = None) -> ChimeraConfig:
@@ -207,7 +207,8 @@ class _Reader:
                            lambda v: None if v is not None and 0 <= v <= 32 else "must be an int from 0 to 32")
         if len(self.problems) == before:  # cross-check only two values that are each right
             self._check_network(prefix, mask, n or 0)
-        host = self.scalar("CHIMERA_WORKERS_HOST", "0.0.0.0", str, _check_address)
+        # 127.0.0.1 by default (the seed used 0.0.0.0): published ports stay on this machine unless asked
+        host = self.scalar("CHIMERA_WORKERS_HOST", "127.0.0.1", str, _check_address)
         port = self.scalar("CHIMERA_WORKERS_PORT", 80, _parse_int,
                            lambda v: None if v is not None and 1 <= v <= 65535 else "must be an int from 1 to 65535")
         retries = self.scalar("CHIMERA_WORKERS_ENDPOINTS_MAX_RETRIES", 0, _parse_int,

@@ -2,6 +2,12 @@
 process per worker file (``python chimera_workers/<name>.py``), serves the master's REST API, and on Ctrl-C or
 SIGTERM stops it all and reaps every process it started.
 
+With ``CHIMERA_BACKEND=docker`` each worker file runs in a container of a DockerCluster instead: on a bridge
+network ``CHIMERA_NETWORK_NAME`` with subnet ``<CHIMERA_NETWORK_PREFIX>.0/<CHIMERA_NETWORK_SUBNET_MASK>`` (worker i at
+``<prefix>.<i + 2>``), with ``--cpu-shares`` from CHIMERA_WORKERS_CPU_SHARES and port CHIMERA_WORKERS_PORT published
+on CHIMERA_WORKERS_HOST:<its CHIMERA_WORKERS_MAPPED_PORTS entry>. Only ``chimera_workers/`` and the worker's own
+``chimera_train_data/<name>/`` are mounted into it (read-only): no data goes into the image.
+
 ``serve(master, port, block=False)`` does the same and returns a handle (``.url``, ``.workers``, ``.stop()``), for
 notebooks and tests.
 """
@@ -24,7 +30,7 @@ from typing import Any
 from ..cluster.local import wait_or_kill
 from ..manager import Manager
 from .cluster import keep_private
-from .config import WORKERS_FOLDER, ChimeraConfig, ConfigError
+from .config import TRAIN_DATA_FOLDER, WORKERS_FOLDER, ChimeraConfig, ConfigError
 from .masters import MasterError
 from .rest import Api, make_server
 from .roles import ENV_INDEX, ENV_MANAGER, ENV_NAME, ENV_TOKEN
@@ -60,6 +66,7 @@ class Service:
         self.port = 0
         self.manager: Manager | None = None
         self._procs: list[_WorkerProcess] = []
+        self.docker: Any = None  # the DockerCluster of CHIMERA_BACKEND=docker
         self._server: Any = None
         self._serving: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
@@ -91,6 +98,8 @@ class Service:
 
     def output(self, name: str) -> str:
         """The last lines worker `name` printed (stdout and stderr)."""
+        if self.docker is not None and name in self.docker.worker_names:
+            return str(self.docker.logs(name, tail=TAIL))
         for w in self._procs:
             if w.name == name:
                 return "\n".join(w.tail)
@@ -119,10 +128,14 @@ class Service:
             raise StartError(f"cannot serve on {self.host}:{port} ({exc}); pass another port to chimera.run(master, "
                              "port) or end what uses this one")
         self.port = self._server.server_address[1]
-        for index, name in enumerate(self.config.workers):
-            self._spawn(name, index)
-        self._wait_connected(start_timeout)
-        pids = ", ".join(f"{n} (pid {p})" for n, p in self.pids.items())
+        if self.config.backend == "docker":
+            self._start_containers(start_timeout)
+            pids = ", ".join(f"{n} (container {c.name})" for n, c in self.docker.containers.items())
+        else:
+            for index, name in enumerate(self.config.workers):
+                self._spawn(name, index)
+            self._wait_connected(start_timeout)
+            pids = ", ".join(f"{n} (pid {p})" for n, p in self.pids.items())
         status_log.info("workers connected: %s", pids)
         try:
             self.master.check(self.manager, self.config.workers, self.config)
@@ -136,6 +149,35 @@ class Service:
         status_log.info("serving %s on %s", type(self.master).__name__, self.url)
         print(f"chimera: workers {pids}", flush=True)
         print(f"chimera: serving {type(self.master).__name__} on {self.url} (docs at /docs)", flush=True)
+
+    def _start_containers(self, timeout: float) -> None:
+        from ..cluster.docker import DockerCluster, DockerError
+
+        c, app = self.config, "/home/chimera/app"
+        names = list(c.workers)
+        volumes = [{str(c.root / WORKERS_FOLDER): {"bind": f"{app}/{WORKERS_FOLDER}", "mode": "ro"},
+                    str(c.root / TRAIN_DATA_FOLDER / name): {"bind": f"{app}/{TRAIN_DATA_FOLDER}/{name}", "mode": "ro"}}
+                   for name in names]
+        cluster = DockerCluster(
+            names=names, network=c.network_name, subnet=f"{c.network_prefix}.0/{c.subnet_mask}",
+            ip_addresses=[f"{c.network_prefix}.{i + 2}" for i in range(len(names))], cpu_shares=list(c.cpu_shares),
+            ports=[{f"{c.workers_port}/tcp": (c.workers_host, p)} for p in c.mapped_ports], volumes=volumes,
+            commands=[["python", f"{WORKERS_FOLDER}/{name}.py"] for name in names], working_dir=app,
+            timeout=timeout, progress=self.echo)
+        self.docker = cluster
+        self.manager.subscribe(self._on_event)  # type: ignore[union-attr]
+        try:
+            cluster.start(self.manager)
+        except DockerError as exc:
+            raise StartError(str(exc))
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "worker" and event.get("state") == "lost" and not self._stopped.is_set():
+            status_log.error("worker %s lost: %s; it is left out from now on", event["worker"],
+                             event.get("reason", "silent"))
+            if self.echo:
+                print(f"chimera: worker {event['worker']} lost ({event.get('reason', 'silent')}); it is left out from "
+                      "now on", file=sys.stderr, flush=True)
 
     def _spawn(self, name: str, index: int) -> None:
         assert self.manager is not None
@@ -212,7 +254,9 @@ class Service:
                     self._server.shutdown()
                 self._server.server_close()
             if self.manager is not None:
-                self.manager.shutdown()
+                self.manager.shutdown()  # also removes the containers of CHIMERA_BACKEND=docker
+            if self.docker is not None:
+                self.docker.close()
             for w in self._procs:
                 code = wait_or_kill(w.proc, 10)  # by PID: processes this service started
                 status_log.info("worker %s (pid %d) ended with code %s", w.name, w.proc.pid, code)
@@ -259,9 +303,6 @@ def serve(master: Any, port: int = 8080, host: str = "127.0.0.1", block: bool = 
     # echo: copy the workers' output to this process's stderr, each line prefixed [name] (what run() does)
     _check_master(master)
     config = ChimeraConfig.from_env(os.environ, Path.cwd())
-    if config.backend == "docker":
-        raise StartError("CHIMERA_BACKEND=docker: the Docker backend is not built yet (chimera_lab issue #7); set "
-                         "CHIMERA_BACKEND=local (the default) to run each worker as a local process")
     service = Service(master, config, host, echo)
     restore = None
     if block and threading.current_thread() is threading.main_thread():
