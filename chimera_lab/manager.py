@@ -851,14 +851,19 @@ class Tap:
         self._sock = manager.ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.CONFLATE, 1)
         self._sock.setsockopt(zmq.LINGER, 0)
-        port = self._sock.bind_to_random_port(f"tcp://{manager.host}")
+        from .worker import local_address_towards
+
+        # the address that faces the node's worker: the Manager's own, or one it also listens on (a Docker
+        # bridge's gateway), or, listening everywhere, whichever routes there
+        host, bind = manager.host, manager.host
+        facing = local_address_towards(manager.workers[manager.nodes[node].worker].data_host)
+        if host in ("0.0.0.0", "*"):
+            host = facing
+        elif facing in manager.addresses:
+            host = bind = facing
+        port = self._sock.bind_to_random_port(f"tcp://{bind}")
         self.forged = 0
         self.closed = False
-        host = manager.host
-        if host in ("0.0.0.0", "*"):  # listening everywhere: give the node the address that faces its worker
-            from .worker import local_address_towards
-
-            host = local_address_towards(manager.workers[manager.nodes[node].worker].data_host)
         manager._to_node(node, {"op": "tap", "tap": self.id, "addr": f"tcp://{host}:{port}"})
 
     def get(self, timeout: float | None = None) -> DataChunk | None:
