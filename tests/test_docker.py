@@ -430,3 +430,71 @@ def test_magic_up_with_docker_workers(client: Any, image: str, monkeypatch: pyte
     finally:
         magics.shutdown()
     assert m.state == "shutdown" and labelled(client, cid) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# docker_url="ssh://...": the engine reached through a real sshd (on 127.0.0.1, this machine's engine behind it)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def sshd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An sshd of this test's own on 127.0.0.1 with a fresh key; `ssh` on PATH uses that key. Yields its URL."""
+    import shutil
+
+    if not (Path("/usr/sbin/sshd").exists() and shutil.which("ssh") and shutil.which("docker")):
+        _unavailable("sshd, ssh or the docker command line is missing (apt-get install openssh-server docker.io)")
+    d = tmp_path / "ssh"
+    d.mkdir()
+    for key in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "user.pub").read_text())
+    port = free_port()
+    (d / "sshd_config").write_text(textwrap.dedent(f"""\
+        Port {port}
+        ListenAddress 127.0.0.1
+        HostKey {d / 'host'}
+        AuthorizedKeysFile {d / 'authorized_keys'}
+        PidFile {d / 'sshd.pid'}
+        StrictModes no
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        UsePAM no
+        """))
+    (d / "ssh_config").write_text(textwrap.dedent(f"""\
+        Host 127.0.0.1
+            IdentityFile {d / 'user'}
+            IdentitiesOnly yes
+            StrictHostKeyChecking no
+            UserKnownHostsFile /dev/null
+            LogLevel ERROR
+        """))
+    shim = d / "bin"
+    shim.mkdir()
+    (shim / "ssh").write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {d / 'ssh_config'} \"$@\"\n")
+    (shim / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
+    try:
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(lambda: listening() or proc.poll() is not None, 10, "sshd to listen")
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "sshd exited"
+        yield f"ssh://{os.environ.get('USER') or 'root'}@127.0.0.1:{port}"
+    finally:
+        proc.terminate()  # by PID: the sshd this fixture started
+        proc.wait(10)
+
+
+def test_workers_on_an_engine_reached_over_ssh(client: Any, image: str, sshd: str) -> None:
+    with cp.Manager(port=0) as m:
+        cluster = DockerCluster(1, manager=m, docker_url=sshd, base_image=BASE, progress=False)
+        assert str(cluster._client.api.base_url).startswith("http+docker://ssh")
+        assert m.call("docker-0", lambda w: os.getuid()).result(10) == 10001
+        assert "connected to the Manager" in m.logs("docker-0")
+        cluster.container("docker-0").kill()
+        wait_until(lambda: m.status()["workers"]["docker-0"]["state"] == "lost", 3.0, "the loss, seen over ssh")
+        cid = cluster.id
+    assert labelled(client, cid) == []
