@@ -297,6 +297,37 @@ def browser(scratch: str | os.PathLike[str] | None = None, headless: bool = True
             b.close()
 
 
+class Browsers:
+    """One Chromium for many tests, launched again if it crashed (a crash fails the test it happened in, not
+    every test after it). ``get()`` returns a connected playwright Browser; ``close()`` ends it all."""
+
+    def __init__(self, scratch: str | os.PathLike[str] | None = None, headless: bool = True) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self.env = scratch_env(Path(scratch).resolve()) if scratch else None
+        self.headless = headless
+        self._pw = sync_playwright().start()
+        self._browser: Any = None
+        self.crashes = 0
+
+    def get(self) -> Any:
+        if self._browser is not None and not self._browser.is_connected():
+            self.crashes += 1
+            print(f"browser_rig: Chromium had crashed (crash {self.crashes}); launching a new one", file=sys.stderr)
+            self._browser = None
+        if self._browser is None:
+            self._browser = self._pw.chromium.launch(executable_path=CHROMIUM, headless=self.headless,
+                                                     args=CHROMIUM_ARGS, env=self.env)
+        return self._browser
+
+    def close(self) -> None:
+        try:
+            if self._browser is not None and self._browser.is_connected():
+                self._browser.close()
+        finally:
+            self._pw.stop()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # in the page. `window.jupyterapp` exists thanks to --LabApp.expose_app_in_browser. The notebook is the
 # current main-area widget (open_notebook makes it so).

@@ -20,8 +20,8 @@ import nbformat
 import pytest
 from browser_rig import (
     _PANEL_JS,
+    Browsers,
     JupyterLab,
-    browser,
     browser_unavailable,
     count_frames,
     kernel_eval,
@@ -81,9 +81,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
 
 
 @pytest.fixture(scope="session")
-def chromium(lab: JupyterLab) -> Iterator[Any]:
-    with browser(lab.scratch) as b:
-        yield b
+def _browsers(lab: JupyterLab) -> Iterator[Browsers]:
+    browsers = Browsers(lab.scratch)
+    yield browsers
+    browsers.close()
+
+
+@pytest.fixture
+def chromium(_browsers: Browsers) -> Any:
+    """The session's Chromium (a new one if the last crashed)."""
+    return _browsers.get()
 
 
 @pytest.fixture
