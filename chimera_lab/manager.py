@@ -770,7 +770,7 @@ class Manager:
                 time.sleep(0.02)
             if self._panel is not None:
                 self._panel.close()
-            for launcher in reversed(self._launchers):
+            for launcher in reversed(list(self._launchers)):
                 try:
                     launcher.close(manager=False)
                 except Exception:

@@ -498,3 +498,16 @@ def test_workers_on_an_engine_reached_over_ssh(client: Any, image: str, sshd: st
         wait_until(lambda: m.status()["workers"]["docker-0"]["state"] == "lost", 3.0, "the loss, seen over ssh")
         cid = cluster.id
     assert labelled(client, cid) == []
+
+
+def test_which_engines_are_remote_and_a_loopback_manager_is_refused_for_them() -> None:
+    from chimera_lab.cluster.docker import _engine_host
+
+    assert _engine_host("unix:///var/run/docker.sock") is None and _engine_host("ssh://me@127.0.0.1:2222") is None
+    assert _engine_host("ssh://me@lab-pc") == "lab-pc" and _engine_host("tcp://10.0.0.5:2376") == "10.0.0.5"
+    with cp.Manager(port=0) as m:  # listens on 127.0.0.1 only
+        cluster = DockerCluster(1)
+        cluster.manager = m
+        with pytest.raises(cp.DockerError, match="runs on lab-pc, whose containers cannot reach a Manager listening on "
+                                                 r"127\.0\.0\.1: create the Manager with host='0\.0\.0\.0'"):
+            cluster._network("lab-pc")  # decided before any container is made: nothing is sent anywhere

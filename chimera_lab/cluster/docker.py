@@ -101,14 +101,13 @@ def docker_client(docker_url: str | None = None, timeout: float = 60.0) -> Any:
             "ssh://user@host") from None
 
 
-def _engine_host(client: Any) -> str | None:
-    """The address of the machine the engine runs on, or None for this machine."""
-    url = urlparse(str(client.api.base_url))
-    given = os.environ.get("DOCKER_HOST", "")
-    if url.scheme in ("http+unix", "http+docker", "unix", "npipe") and not given.startswith(("ssh://", "tcp://")):
-        return None
-    host = urlparse(given).hostname if url.hostname in (None, "localhost") and given else url.hostname
-    if host is None or host in ("localhost", "::1") or host.startswith("127."):
+def _engine_host(docker_url: str | None) -> str | None:
+    """The address of the machine the engine runs on (from docker_url or DOCKER_HOST), or None for this one."""
+    url = docker_url or os.environ.get("DOCKER_HOST") or ""
+    if not url.startswith(("ssh://", "tcp://", "http://", "https://")):
+        return None  # a unix socket (or npipe): this machine
+    host = urlparse(url).hostname
+    if not host or host in ("localhost", "::1") or host.startswith("127."):
         return None
     return host
 
@@ -225,7 +224,7 @@ class DockerCluster:
         self.manager = manager
         atexit.register(self.close)
         try:
-            remote = _engine_host(self._client)
+            remote = _engine_host(self.docker_url)
             t = time.perf_counter()
             self.image, self.image_built = ensure_image(self._client, self.base_image, self.progress)
             self.timings["image"] = time.perf_counter() - t
@@ -463,6 +462,8 @@ class DockerCluster:
                 log.warning("DockerCluster %s: could not remove network %s: %s", self.id, self.network, _short(exc))
         if self._client is not None:
             self._client.close()
+        if self.manager is not None and self in self.manager._launchers:
+            self.manager._launchers.remove(self)
 
     def _remove_containers(self) -> None:
         if self._client is None:
