@@ -511,3 +511,26 @@ def test_which_engines_are_remote_and_a_loopback_manager_is_refused_for_them() -
         with pytest.raises(cp.DockerError, match="runs on lab-pc, whose containers cannot reach a Manager listening on "
                                                  r"127\.0\.0\.1: create the Manager with host='0\.0\.0\.0'"):
             cluster._network("lab-pc")  # decided before any container is made: nothing is sent anywhere
+
+
+def test_cleanup_of_images_keeps_the_newest_and_those_in_use(client: Any, image: str) -> None:
+    from chimera_lab.cluster.image import IMAGE_REPOSITORY, LABEL_IMAGE
+
+    holder = client.containers.create(image, ["--help"], network_mode="none")  # the current image is in use
+    made = []
+    try:
+        for _ in range(2):  # two worker-labelled images of this test's own, the second the newest of all
+            tag = f"{IMAGE_REPOSITORY}:test-{uuid.uuid4().hex[:8]}"
+            client.images.build(fileobj=io.BytesIO(f"FROM {BASE}\nLABEL {LABEL_IMAGE}=worker t={tag}\n".encode()),
+                                tag=tag, rm=True)
+            made.append(tag)
+        removed = DockerCluster.cleanup(images=True)
+        assert f"image {made[0]}" in removed and f"image {made[1]}" not in removed
+        assert client.images.get(image) and client.images.get(made[1])
+    finally:
+        holder.remove(force=True)
+        for tag in made:
+            try:
+                client.images.remove(tag, force=True)
+            except Exception:
+                pass

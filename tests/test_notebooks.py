@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -60,12 +61,36 @@ EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
         re.compile(rf"^exercise 2: soft vote: test accuracy {ACCURACY}", re.M),
         re.compile(r"^cluster stopped", re.M),
     ],
+    "06-docker-and-remote-workers.ipynb": [
+        WIDGET, "image/png",  # the cluster panel; a frame made in a container
+        re.compile(r"^Manager at 127\.0\.0\.1:\d+ with 1 worker: \['local-0'\]", re.M),
+        re.compile(r"^image: chimera-lab-worker:[0-9a-f]{16} \((built now|reused: built before)", re.M),
+        re.compile(r"^workers: \['docker-0', 'docker-1'\]", re.M),
+        re.compile(r"^remote-0 joined: pid \d+", re.M),
+        *(re.compile(rf"^{name} +connected .* cwd /home/chimera$", re.M) for name in ("docker-0", "docker-1")),
+        re.compile(r"^frames crossed: [1-9]\d* from edges on docker-1 to edge_stats on local-0", re.M),
+        re.compile(r"^one frame's way: camera \(docker-0, [^)]*\) -> edges \(docker-1, ", re.M),
+        re.compile(r"cp-worker 'docker-0' connected to the Manager at 127\.0\.0\.1:\d+"),  # manager.logs
+        re.compile(r"^CpuShares: 512$", re.M),
+        re.compile(r"^Memory: 536870912 bytes", re.M),
+        re.compile(r"^health: healthy", re.M),
+        re.compile(r"^user: 10001 \(chimera\)", re.M),
+        re.compile(r"^docker-1 reported lost (\d{1,3}|[12]\d{3}) ms after the kill", re.M),  # before heartbeats would
+        re.compile(r"^reason: \['its container chimera-[0-9a-f]{12}-docker-1 exited with code 137'\]", re.M),
+        re.compile(r"^after the kill: blur_stats received [1-9]\d* more frames", re.M),
+        re.compile(r"^node states: .*'edges': 'lost'", re.M),
+        re.compile(r"^cp-worker remote-0 \(pid \d+\) exited with code 0", re.M),
+        re.compile(r"^containers left with label chimera-lab\.cluster=[0-9a-f]{12}: 0$", re.M),
+        re.compile(r"^cluster stopped", re.M),
+    ],
     "07-graph-editor.ipynb": [WIDGET],  # the editor
 }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not os.environ.get("CHIMERA_DOCKER_BASE_IMAGE"):  # notebook 06 builds its worker image on the local base image
+        monkeypatch.setenv("CHIMERA_DOCKER_BASE_IMAGE", "chimera-lab-base:bookworm")  # (no registry to pull from)
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

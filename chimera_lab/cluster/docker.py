@@ -112,6 +112,25 @@ def _engine_host(docker_url: str | None) -> str | None:
     return host
 
 
+def _prune_images(client: Any) -> list[str]:
+    import docker
+
+    from .image import IMAGE_REPOSITORY, LABEL_IMAGE
+
+    used = {c.attrs.get("Image") for c in client.containers.list(all=True)}
+    ours = sorted(client.images.list(name=IMAGE_REPOSITORY, filters={"label": f"{LABEL_IMAGE}=worker"}),
+                  key=lambda i: i.attrs.get("Created", ""))
+    removed = []
+    for image in ours[:-1]:  # the newest stays: it is most likely the current one
+        if image.id not in used:
+            try:
+                client.images.remove(image.id, force=False)
+                removed.append(f"image {', '.join(image.tags) or image.short_id}")
+            except docker.errors.DockerException:
+                pass
+    return removed
+
+
 class DockerCluster:
     """Workers in Docker containers for a Manager.
 
@@ -309,7 +328,12 @@ class DockerCluster:
             if m.host.startswith("127."):
                 raise DockerError(f"the Docker engine runs on {remote}: create the Manager with host='0.0.0.0' or an "
                                   "address that machine can reach, or give manager_address=")
-            address = m.host
+            if m.host == "0.0.0.0":
+                from ..worker import local_address_towards
+
+                address = local_address_towards(remote)
+            else:
+                address = m.host
         return address, {"network": self.network}
 
     def _start_containers(self, address: str, network_args: dict[str, Any]) -> None:
@@ -494,10 +518,11 @@ class DockerCluster:
             t.join(30)
 
     @staticmethod
-    def cleanup(docker_url: str | None = None, everything: bool = False) -> list[str]:
+    def cleanup(docker_url: str | None = None, everything: bool = False, images: bool = False) -> list[str]:
         """Remove containers and networks that DockerClusters left behind when their process died (found by the
-        ``chimera-lab.cluster`` label); with ``everything=True`` also those of clusters still running. Nothing
-        without the label is touched. Returns what was removed."""
+        ``chimera-lab.cluster`` label); with ``everything=True`` also those of clusters still running. With
+        ``images=True`` also the worker images (``chimera-lab-worker:*``) that no container uses, but the newest.
+        Nothing without chimera_lab's labels is touched. Returns what was removed."""
         import docker
 
         client = docker_client(docker_url)
@@ -519,6 +544,8 @@ class DockerCluster:
                         removed.append(f"network {net.name}")
                     except docker.errors.NotFound:
                         pass
+            if images:
+                removed += _prune_images(client)
         finally:
             client.close()
         return removed

@@ -17,6 +17,7 @@ content: the same inputs reuse the image, any change builds a new one. No data i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -343,13 +344,33 @@ def ensure_image(client: Any, base_image: str, progress: bool = True) -> tuple[s
             except OSError:
                 shutil.copy2(w, context / "wheels" / w.name)
         (context / "Dockerfile").write_text(plan.dockerfile)
-        bar.say(f"building {plan.tag} from {base_image}")
-        _build(client, context, plan.tag, bar)
+        with _build_lock():  # one build at a time on this machine: a second process then finds the image
+            try:
+                client.images.get(plan.tag)
+                return plan.tag, False
+            except docker.errors.ImageNotFound:
+                pass
+            bar.say(f"building {plan.tag} from {base_image}")
+            _build(client, context, plan.tag, bar)
         bar.close()
         return plan.tag, True
     finally:
         bar.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    import fcntl
+
+    path = cache_dir() / "build.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
