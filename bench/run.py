@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw_pyzmq  # noqa: E402
+from docker_workers import measure_docker  # noqa: E402
 from ml import measure_ml  # noqa: E402
 
 import chimera_lab as cp  # noqa: E402
@@ -360,6 +361,7 @@ def main() -> int:
     rows += measure_recording(args.quick, raw_gbps)
     rows += measure_browser(args.quick)
     rows += measure_ml(args.quick)
+    rows += measure_docker(args.quick)
     print()
     print(markdown(rows))
     path = Path(args.json)

@@ -38,6 +38,10 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 IMAGE_REPOSITORY = "chimera-lab-worker"
 LABEL_IMAGE = "chimera-lab.image"
 HEALTH_FILE = "/tmp/chimera-health"
+#: the container's health check: is the file the worker touches at every heartbeat (while its Manager answers)
+#: younger than 5 s? Plain Python without site-packages: importing chimera_lab every few seconds would cost
+#: ~0.4 s of CPU and stall the worker's nodes (bench/docker_workers.py saw p99 latency spikes from it)
+HEALTH_CHECK = ("import os, sys, time; sys.exit(0 if time.time() - os.stat(sys.argv[1]).st_mtime < 5 else 1)")
 #: chimera_lab's dependencies that only the notebook side (or the host) uses: not installed in worker images
 HOST_ONLY = frozenset(("ipython", "ipywidgets", "anywidget", "ipykernel", "jupyterlab", "matplotlib", "docker",
                        "notebook"))
@@ -53,8 +57,8 @@ RUN python3 -m venv /opt/chimera \\
 ENV PATH=/opt/chimera/bin:$PATH PYTHONUNBUFFERED=1
 USER chimera
 WORKDIR /home/chimera
-HEALTHCHECK --interval=2s --timeout=5s --start-period=60s --retries=3 \\
-  CMD ["/opt/chimera/bin/python", "-m", "chimera_lab.cluster.health", "{health_file}"]
+HEALTHCHECK --interval=3s --timeout=5s --start-period=60s --retries=3 \\
+  CMD ["/opt/chimera/bin/python", "-I", "-S", "-c", "{health_check}", "{health_file}"]
 ENTRYPOINT ["/opt/chimera/bin/cp-worker"]
 LABEL {label}="worker" chimera-lab.version="{version}"
 """
@@ -309,10 +313,13 @@ def plan_image(client: Any, base_image: str, say: Callable[[str], None] = lambda
     base_id, target = probe_base(client, base_image)
     pins = worker_requirements(target)
     wheels = wheelhouse(pins, target, say)
-    own = chimera_lab_wheel(scratch or Path(tempfile.mkdtemp(prefix="chimera-wheel-")))
+    if scratch is None:  # a caller's own plan: the wheel goes to a folder that is removed again
+        with tempfile.TemporaryDirectory(prefix="chimera-wheel-") as tmp:
+            return plan_image(client, base_image, say, Path(tmp))
+    own = chimera_lab_wheel(scratch)
     requirements = " ".join([f"chimera_lab=={chimera_lab.__version__}", *(f"{n}=={v}" for n, v in pins.items())])
     dockerfile = DOCKERFILE.format(base=base_image, requirements=requirements, health_file=HEALTH_FILE,
-                                   label=LABEL_IMAGE, version=chimera_lab.__version__)
+                                   health_check=HEALTH_CHECK, label=LABEL_IMAGE, version=chimera_lab.__version__)
     h = hashlib.sha256()
     h.update(dockerfile.encode())
     h.update(base_id.encode())
