@@ -78,11 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--width", type=int, default=640)
     d.add_argument("--height", type=int, default=480)
     sub.add_parser("worker", help="run a worker (same as cp-worker)", add_help=False)
+    sub.add_parser("classroom-check", help="run notebooks as a classroom server would: time and peak memory each",
+                   add_help=False)
     args, rest = p.parse_known_args(argv)
     if args.command == "worker":
         from .worker import main as worker_main
 
         return worker_main(rest)
+    if args.command == "classroom-check":
+        from .classroom import main as classroom_main
+
+        return classroom_main(rest)
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     return demo(args.seconds, args.fps, args.workers, args.width, args.height)

@@ -30,6 +30,7 @@ from . import wire
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
 from .records.collect import SessionState, new_session
+from .runner import ALL_HWM
 from .waker import Waker
 
 log = logging.getLogger("chimera_lab.manager")
@@ -114,12 +115,17 @@ class Manager:
 
     ``Manager(host="127.0.0.1", port=9000)``: if the port is taken another free one is used (and
     logged); ``port=0`` takes any free port. ``token`` fixes the cluster key (default: a new random one).
-    ``logdir`` is where recorded sessions are to be written (default ``./chimera-logs``, created only when
-    something is recorded; recording itself is not implemented yet).
+    ``logdir`` is where recorded sessions are written (default ``./chimera-logs``, created only when
+    something is recorded). ``queue_bound`` is how many messages an "all" edge holds at each end before its
+    producer waits (memory per edge ≈ 2 × queue_bound × message size); it applies to graphs committed later.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, logdir: str | os.PathLike[str] | None = None,
-                 token: str | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
+                 token: str | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+                 queue_bound: int = ALL_HWM) -> None:
+        if isinstance(queue_bound, bool) or not isinstance(queue_bound, int) or queue_bound < 1:
+            raise ValueError(f"queue_bound must be a whole number of messages ≥ 1, got {queue_bound!r}")
+        self.queue_bound = queue_bound
         self.host = "127.0.0.1" if host == "localhost" else host
         self._key = wire.key_from_token(token) if token else wire.new_key()
         self.signer = wire.Signer(self._key)
@@ -602,7 +608,7 @@ class Manager:
         for worker, names in by_worker.items():
             for name in names:
                 node = graph.get_node(name)
-                cfg = {"kind": graph.kind(node), "inputs": graph.inputs(node)}
+                cfg = {"kind": graph.kind(node), "inputs": graph.inputs(node), "queue_bound": self.queue_bound}
                 futs[name] = self._request(worker, {"op": "spawn", "name": name, "config": cfg}, (blobs[name],))
         replies = self._wait(futs, timeout, "commit (prep)")
         failed = {n: r for n, r in replies.items() if not r.get("ok")}

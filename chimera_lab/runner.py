@@ -35,7 +35,7 @@ REPORT_EVERY = 0.5  # seconds between metrics reports
 CONTROL_EVERY = 0.01  # seconds between control checks while data flows
 DRAIN_IDLE = 2.0  # a stopping node gives up waiting for end-of-stream after this long without data
 LAT_RING = 4096  # latency samples kept per report window
-ALL_HWM = 64  # messages queued per side of an "all" edge before the producer waits
+ALL_HWM = 64  # messages queued per side of an "all" edge before the producer waits (Manager(queue_bound=...))
 
 
 class _Input:
@@ -204,7 +204,7 @@ class NodeRunner:
             if i.policy == "latest":
                 s.setsockopt(zmq.CONFLATE, 1)
             else:
-                s.setsockopt(zmq.RCVHWM, ALL_HWM)
+                s.setsockopt(zmq.RCVHWM, self.cfg.get("queue_bound", ALL_HWM))
             port = s.bind_to_random_port(f"tcp://{host}")
             i.sock, i.addr = s, f"tcp://{host}:{port}"
             self.poller.register(s, zmq.POLLIN)
@@ -215,7 +215,7 @@ class NodeRunner:
     def _connect(self, dst: str, addr: str, policy: str) -> _Output:
         s = self.ctx.socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 1000)
-        s.setsockopt(zmq.SNDHWM, ALL_HWM if policy == "all" else 2)
+        s.setsockopt(zmq.SNDHWM, self.cfg.get("queue_bound", ALL_HWM) if policy == "all" else 2)
         s.connect(addr)
         return _Output(dst, policy, s)
 

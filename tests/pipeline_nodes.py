@@ -221,3 +221,14 @@ class BigFrames(cp.Node):
     def step(self) -> int:
         self.save_image("noise", self.rng.integers(0, 256, (240, 320, 3), dtype="uint8"))
         return 1
+
+
+class Blob(cp.Node):
+    """Source: unpaced `size`-byte payloads (big enough that ZeroMQ's queues, not the kernel's buffers, fill)."""
+
+    def __init__(self, name: str, size: int = 1 << 20) -> None:
+        super().__init__(name=name)
+        self.size = size
+
+    def step(self) -> bytes:
+        return bytes(self.size)

@@ -255,6 +255,37 @@ def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
 
 
 @pytest.mark.timeout(300)
+def test_start_here_notebook_renders_its_widgets_picture_and_hidden_solutions(lab: JupyterLab, page: Any) -> None:
+    """The notebook Binder opens on: runs in JupyterLab with no error output, the architecture picture loads,
+    the panel, graph and frame view render live, and the exercise solutions stay collapsed."""
+    open_notebook(page, lab, "00-start-here.ipynb")
+    try:
+        run_all_and_wait(page, timeout=180_000)
+        page.wait_for_function(  # the picture in the first markdown cell (a file beside the notebook)
+            "() => { const img = document.querySelector(\"img[src*='architecture.svg']\");"
+            "        return !!img && img.complete && img.naturalWidth > 0; }", timeout=15_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('div.chimera-panel tr.chimera-worker[data-name]').length >= 2",
+            timeout=15_000)
+        page.wait_for_function(
+            "() => ['camera', 'edges', 'stats'].every((n) => document.querySelector("
+            "  `div.chimera-graphview g.chimera-gnode[data-name='${n}']`))", timeout=15_000)
+        page.wait_for_function(  # the live view of `edges` showed decoded frames while the pipeline ran
+            "(sel) => { const img = document.querySelector(sel);"
+            "           return !!img && !!img.getAttribute('src') && img.naturalWidth > 0; }",
+            arg=FRAME, timeout=15_000)
+        assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+        assert page.locator(".jp-OutputArea-output img[src^='data:image/png']").count() >= 1  # the tapped frame
+        hidden = page.evaluate("() => {" + _PANEL_JS + """
+            return nb.content.widgets.filter((c) => (c.model.getMetadata('tags') || []).includes('solution'))
+                     .map((c) => c.inputHidden); }""")
+        assert hidden == [True, True], f"the solutions should start collapsed: {hidden}"
+    finally:
+        with contextlib.suppress(Exception):
+            kernel_eval(page, "%chimera down", timeout=60_000)
+
+
+@pytest.mark.timeout(300)
 def test_video_notebook_in_notebook_7(chromium: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The same widgets in Notebook 7: frames shown live, the chart draws, the panel lists the workers."""
     notebooks = tmp_path_factory.mktemp("nb7-notebooks")

@@ -52,7 +52,8 @@ def test_the_palette_lists_builtin_nodes_with_their_forms(editor: GraphEditor) -
     assert {PATTERN, GRAY, SINK, class_key(EdgeDetect)} <= set(entries)
     params = {p["name"]: p for p in entries[PATTERN]["params"]}
     assert "name" not in params
-    assert params["width"] == {"name": "width", "kind": "int", "required": False, "default": 640}
+    # no default in the form: left empty, the frame size is the session's (640×480 unless %chimera up chose less)
+    assert params["width"] == {"name": "width", "kind": "int", "required": False, "default": None}
     assert params["rate_hz"]["kind"] == "float" and params["rate_hz"]["default"] == 30.0
     assert entries[PATTERN]["builtin"] and entries[PATTERN]["label"] == "TestPatternSource"
     assert entries[PATTERN]["doc"]

@@ -22,6 +22,7 @@ from ..cluster.image import DockerError
 from ..graph import Graph, GraphError
 from ..manager import ManagerError
 from ..node import Node
+from ..resources import Sizing, detect, set_default_frame_size, size_cluster
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -48,13 +49,20 @@ def spread(graph: Graph, workers: list[str]) -> dict[str, list[str]]:
 # -- one stub per subcommand: its decorators are its documentation and its parser ---------------------
 @magic_arguments()
 @argument("--workers", "-n", type=int, default=None,
-          help="local worker processes to start (default 2, or 0 with --docker)")
+          help="local worker processes to start (default: sized to the CPUs and memory this kernel may use, "
+               "2 to 4; 0 with --docker)")
 @argument("--docker", "-d", type=int, default=0, metavar="N",
           help="also start N workers in Docker containers (image built once; CHIMERA_DOCKER_BASE_IMAGE picks the base)")
 @argument("--port", "-p", type=int, default=0, help="the Manager's port (default: any free port)")
-@argument("--mode", choices=("process", "thread"), default="process", help="one process per node, or threads")
+@argument("--mode", choices=("process", "thread"), default=None,
+          help="one process per node, or threads (default: process, thread when memory is short)")
 def _up(line: str) -> None:
-    """Start a Manager in this kernel plus local (and Docker) workers; put `manager` in the namespace."""
+    """Start a Manager in this kernel plus local (and Docker) workers; put `manager` in the namespace.
+
+    It sizes the cluster to what this kernel may use (cgroup limits count, as in Binder): the number of workers,
+    how many messages an edge queues, the frame size of sources not told otherwise and, when memory is short,
+    nodes as threads. It prints what it chose and why; --workers and --mode override.
+    """
 
 
 @magic_arguments()
@@ -157,6 +165,7 @@ class ChimeraMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.cluster: Any = None
+        self.sizing: Sizing | None = None  # what `up` chose for this machine
         self.widgets: list[Any] = []
         atexit.register(self.shutdown)  # kernel shutdown or restart ends what `up` started
 
@@ -224,16 +233,20 @@ class ChimeraMagics(Magics):
                 except OSError:
                     raise UsageError(f"port {args.port} is in use: choose another with --port, or leave --port out "
                                      "to take a free one") from None
-        local = args.workers if args.workers is not None else (0 if args.docker else 2)
-        if local < 0 or args.docker < 0 or local + args.docker < 1:
+        if (args.workers is not None and args.workers < 0) or args.docker < 0 \
+                or (args.workers == 0 and args.docker == 0):
             raise UsageError("%chimera up needs at least one worker: --workers N (local processes) and/or --docker N")
+        workers = args.workers if args.workers is not None else (0 if args.docker else None)
+        sizing = size_cluster(detect(check_docker=not args.docker), workers=workers or args.docker or None,
+                              mode=args.mode)
+        local = sizing.workers if workers is None else workers
         if local:
-            self.cluster = LocalCluster(local, port=args.port, mode=args.mode)
+            self.cluster = LocalCluster(local, port=args.port, mode=sizing.mode)
         else:
-            self.cluster = DockerCluster(args.docker, mode=args.mode)
+            self.cluster = DockerCluster(args.docker, mode=sizing.mode)
         try:
             if local and args.docker:
-                self.cluster.manager.add_workers(DockerCluster(args.docker, mode=args.mode))
+                self.cluster.manager.add_workers(DockerCluster(args.docker, mode=sizing.mode))
             elif not local:
                 self.cluster.start(Manager(port=args.port))
         except BaseException:
@@ -242,10 +255,18 @@ class ChimeraMagics(Magics):
                 cluster.manager.shutdown()
             raise
         m = self.cluster.manager
+        m.queue_bound = sizing.queue_bound
+        set_default_frame_size(*sizing.frame_size)
+        self.sizing = sizing
         self.ns["manager"] = m
         names = list(m.workers)
         print(f"Manager at {m.host}:{m.port} with {len(names)} workers ({', '.join(names)}); "
               "`manager` is in the namespace")
+        w, h = sizing.frame_size
+        print(f"sized for {sizing.resources}: queues of {sizing.queue_bound} messages, frames {w}×{h}, "
+              f"nodes as {'threads' if sizing.mode == 'thread' else 'processes'}")
+        for reason in sizing.why:
+            print(f"  - {reason}")
         return None
 
     def do_down(self, args: Any) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..datachunk import DataChunk
 from ..node import Node
+from ..resources import default_frame_size
 
 # How long a camera source that got no frame waits in step before returning None: the runner re-steps
 # an unpaced source at once, so this keeps it from spinning a core. A finished source raises StopIteration.
@@ -48,6 +49,18 @@ def _as_bgr(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+def _frame_size(owner: str, width: int | None, height: int | None) -> tuple[int, int]:
+    """(width, height), the missing ones from the session's default frame size (keeping its aspect ratio)."""
+    dw, dh = default_frame_size()
+    if width is None and height is None:
+        return dw, dh
+    if width is None:
+        h = _check_size(owner, "height", height)
+        return max(1, round(h * dw / dh)), h
+    w = _check_size(owner, "width", width)
+    return w, _check_size(owner, "height", height) if height is not None else max(1, round(w * dh / dw))
+
+
 def _check_size(owner: str, what: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner}: {what} must be a positive int (pixels), got {value!r}")
@@ -55,15 +68,20 @@ def _check_size(owner: str, what: str, value: Any) -> int:
 
 
 class TestPatternSource(Node):
-    """Moving, deterministic BGR test pattern (colour bars, a bouncing box, the frame number)."""
+    """Moving, deterministic BGR test pattern (colour bars, a bouncing box, the frame number).
+
+    Without ``width``/``height`` the frame size is the session's default: 640×480, or what ``%chimera up`` chose
+    to fit a small machine (``chimera_lab.resources.default_frame_size()``). Given one, the other follows the
+    default's aspect ratio.
+    """
 
     __test__ = False  # the name starts with "Test"; keep pytest from collecting it
 
     def __init__(
         self,
         name: str = "pattern",
-        width: int = 640,
-        height: int = 480,
+        width: int | None = None,
+        height: int | None = None,
         rate_hz: float | None = 30.0,
         quality: int = 80,
         frames: int | None = None,
@@ -71,8 +89,8 @@ class TestPatternSource(Node):
     ) -> None:
         super().__init__(name=name, rate_hz=rate_hz, on_error=on_error)
         owner = f"TestPatternSource {name!r}"
-        self.width = _check_size(owner, "width", width)
-        self.height = _check_size(owner, "height", height)
+        width, height = _frame_size(owner, width, height)
+        self.width, self.height = width, height
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
             raise ValueError(f"{owner}: quality must be an int in 1..100 (JPEG quality), got {quality!r}")
         self.quality = quality
