@@ -258,22 +258,29 @@ def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
 def test_start_here_notebook_renders_its_widgets_picture_and_hidden_solutions(lab: JupyterLab, page: Any) -> None:
     """The notebook Binder opens on: runs in JupyterLab with no error output, the architecture picture loads,
     the panel, graph and frame view render live, and the exercise solutions stay collapsed."""
-    open_notebook(page, lab, "00-start-here.ipynb")
+    nb = nbformat.read(lab.notebook_dir / "00-start-here.ipynb", as_version=4)
+    assert nb.cells[-1].source.strip() == "%chimera down"
+    nb.cells.pop()  # keep the cluster up, so its widgets are still there to look at when the run is over
+    nbformat.write(nb, lab.notebook_dir / "00-start-here-kept-up.ipynb")
+    open_notebook(page, lab, "00-start-here-kept-up.ipynb")
     try:
         run_all_and_wait(page, timeout=180_000)
+        page.evaluate("() => {" + _PANEL_JS + " nb.content.activeCellIndex = 0; nb.content.scrollToItem(0); }")
         page.wait_for_function(  # the picture in the first markdown cell (a file beside the notebook)
             "() => { const img = document.querySelector(\"img[src*='architecture.svg']\");"
             "        return !!img && img.complete && img.naturalWidth > 0; }", timeout=15_000)
-        page.wait_for_function(
-            "() => document.querySelectorAll('div.chimera-panel tr.chimera-worker[data-name]').length >= 2",
-            timeout=15_000)
-        page.wait_for_function(
-            "() => ['camera', 'edges', 'stats'].every((n) => document.querySelector("
-            "  `div.chimera-graphview g.chimera-gnode[data-name='${n}']`))", timeout=15_000)
-        page.wait_for_function(  # the live view of `edges` showed decoded frames while the pipeline ran
-            "(sel) => { const img = document.querySelector(sel);"
-            "           return !!img && !!img.getAttribute('src') && img.naturalWidth > 0; }",
-            arg=FRAME, timeout=15_000)
+        # what the widgets show once the notebook is done
+        shown = page.evaluate("""(sel) => ({
+            panels: document.querySelectorAll('div.chimera-panel').length,
+            panelWorkers: [...document.querySelectorAll('div.chimera-panel tr.chimera-worker[data-name]')]
+                            .map((r) => r.getAttribute('data-name')),
+            graphNodes: [...document.querySelectorAll('div.chimera-graphview g.chimera-gnode[data-name]')]
+                            .map((g) => g.getAttribute('data-name')),
+            frames: [...document.querySelectorAll(sel)].map((i) => i.naturalWidth),
+            state: (document.querySelector('div.chimera-panel span.chimera-state') || {}).textContent })""", FRAME)
+        assert shown["panels"] == 1 and sorted(shown["panelWorkers"]) == ["local-0", "local-1"], shown
+        assert {"camera", "edges", "stats"} <= set(shown["graphNodes"]), shown
+        assert shown["frames"] and all(w > 0 for w in shown["frames"]), shown
         assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
         assert page.locator(".jp-OutputArea-output img[src^='data:image/png']").count() >= 1  # the tapped frame
         hidden = page.evaluate("() => {" + _PANEL_JS + """

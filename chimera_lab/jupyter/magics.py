@@ -343,6 +343,8 @@ class ChimeraMagics(Magics):
                     bar.n = round(min(elapsed, seconds), 1)
                     bar.refresh()
                     time.sleep(min(0.1, max(0.0, seconds - elapsed)))
+                if elapsed >= seconds:
+                    bar.n = bar.total  # complete: the bar goes away (short of it, tqdm would leave a red bar)
         except KeyboardInterrupt:
             interrupted = True
         else:
