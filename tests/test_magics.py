@@ -37,6 +37,7 @@ def test_help_documents_every_subcommand(ip, capsys):
     for sub in ("up", "down", "commit", "start", "stop", "record", "collect", "run", "status", "view", "latency",
                 "logs", "editor", "node"):
         assert f" {sub} " in out
+    assert "::" not in out and "Start a Manager in this kernel" in out  # each one's first line, not a parser's mark
     magic(ip, "up --help")
     out = capsys.readouterr().out
     assert "--workers" in out and "--port" in out

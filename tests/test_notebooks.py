@@ -14,11 +14,46 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 WIDGET = "application/vnd.jupyter.widget-view+json"
 ACCURACY = r"0\.(8[5-9]|9\d)\d"  # a printed score of at least 0.85
 EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
+    "00-start-here.ipynb": [
+        WIDGET, "image/png",  # the panel, the graph and the live view; the tapped frame
+        re.compile(r"^this session: [\d.]+ CPUs?, [\d.]+ [MG]B free of [\d.]+ [MG]B "
+                   r"\((cgroup v[12] /\S*|physical memory)\)", re.M),
+        re.compile(r"^plan: 2 local workers, queues of 16 messages, frames 320×240, nodes as threads .*\(example\)$",
+                   re.M),
+        re.compile(r"^sized for .*: queues of \d+ messages, frames \d+×\d+, nodes as (processes|threads)$", re.M),
+        re.compile(r"^the camera makes \d+×\d+ frames", re.M),
+        re.compile(r"^frames through the pipeline: ([5-9]\d|\d{3,}), errors: 0$", re.M),
+        re.compile(r"^a \d+×\d+ frame: made on local-\d, edges found on local-\d$", re.M),
+        re.compile(r"^exercise 1: 1536 MB free -> workers=3, queue_bound=16, frames 320×240, mode=process$", re.M),
+        re.compile(r"^exercise 1: 300 MB free -> workers=1, queue_bound=16, frames 320×240, mode=thread$", re.M),
+        re.compile(r"^exercise 2: [1-9]\d* frames of 160×120 reached stats$", re.M),
+        re.compile(r"^cluster stopped", re.M),
+    ],
     # what each notebook must show (besides running without errors): a MIME type (str), or a pattern (re) that what
     # it prints (streams and text/plain) must match
-    "01-basics.ipynb": ["text/html"],  # the graph: a live view with a picture for saved notebooks
-    "02-video-streaming.ipynb": [WIDGET],  # panel, frame views and the latency chart
-    "03-recording-and-analysis.ipynb": ["image/png"],  # matplotlib plots
+    "01-basics.ipynb": [
+        "text/html", WIDGET,  # the graph: a live view with a picture for saved notebooks; exercise 1's live chart
+        re.compile(r"^exercise 1: step sent \[3, 6, 9, 12, 15\]; afterwards source was stopped, step was running",
+                   re.M),
+        re.compile(r"^exercise 2: step sent \[16, 16, 16, 16\]", re.M),
+        re.compile(r"^cluster stopped", re.M),
+    ],
+    "02-video-streaming.ipynb": [
+        WIDGET, "image/png",  # panel, frame views and the latency chart; exercise 1's latency bars
+        re.compile(r"^exercise 1: camera → blur → edges → stats, latency p50 when a frame reaches blur [\d.]+ ms, "
+                   r"edges [\d.]+ ms, stats [\d.]+ ms", re.M),
+        # a step slower than the camera: "latest" drops frames and stays current, "all" drops none and falls behind
+        re.compile(r"^exercise 2: latest: slow received [1-9]\d*, dropped [1-9]\d*, latency p50 \d{1,2}\.\d ms", re.M),
+        re.compile(r"^exercise 2: all: slow received [1-9]\d*, dropped 0, latency p50 \d{3,}\.\d ms", re.M),
+        re.compile(r"^cluster stopped", re.M),
+    ],
+    "03-recording-and-analysis.ipynb": [
+        "image/png",  # matplotlib plots
+        re.compile(r"^exercise 1: IMU rate per segment: \['(4[6-9]|5[0-4])\.\d Hz', '(4[6-9]|5[0-4])\.\d Hz'\]", re.M),
+        # the disc found in every recorded frame, on the Camera's ellipse: centre (80, 60), radii 50 and 35 px
+        re.compile(r"^exercise 2: disc found in (\d+) of \1 frames; its path spans ±(49|50)\.\d px by ±(34|35)\.\d px "
+                   r"around \((79|80)\.\d, (59|60)\.\d\)", re.M),
+    ],
     "04-distributed-sgd.ipynb": [
         WIDGET, "image/png",  # progress bars and live charts; history plots
         re.compile(r"Manager at \S+ with 2 workers"),
@@ -30,8 +65,14 @@ EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
         *(re.compile(rf"^iris {name}: test accuracy ({ACCURACY}|1\.000)", re.M) for name in ("gradient", "fedavg")),
         re.compile(r"^regression: test R² 0\.9\d\d", re.M),
         re.compile(r"^contributors: \['local-0', 'local-1'\]", re.M),
-        re.compile(rf"^skewed gradient \(local_epochs=1\): test accuracy {ACCURACY}", re.M),
-        re.compile(rf"^mini-batch gradient: test accuracy {ACCURACY}", re.M),
+        re.compile(rf"^exercise 1: skewed gradient \(local_epochs=1\): test accuracy {ACCURACY} after \d+ rounds; "
+                   r"same model as with random halves: True", re.M),
+        *(re.compile(rf"^exercise 1: skewed fedavg \(local_epochs={n}\): test accuracy {ACCURACY}", re.M)
+          for n in (1, 3, 10)),
+        re.compile(rf"^exercise 2: mini-batch gradient: test accuracy {ACCURACY}, \d+ rounds", re.M),
+        re.compile(r"^exercise 3: on_worker_failure='raise': WorkerFailure: .*local-1", re.M),
+        re.compile(r"^exercise 3: on_worker_failure='continue': failed_workers_ \['spare-0'\], contributors_ "
+                   r"\['local-0'(, 'local-[2-9]')*\], workers per round", re.M),
         re.compile(r"^cluster stopped", re.M),
     ],
     "05-bagging.ipynb": [
@@ -58,7 +99,17 @@ EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
         re.compile(r"^docs: http://127\.0\.0\.1:\d+/docs", re.M),
         re.compile(r"^service stopped: True", re.M),
         re.compile(rf"^exercise 1: n_estimators=12: test accuracy {ACCURACY}", re.M),
+        re.compile(r"^exercise 1: 24 members, max_samples=1\.0: \d+ ms on \d workers, \d+ ms one after the other: "
+                   r"speed-up [\d.]+x", re.M),
         re.compile(rf"^exercise 2: soft vote: test accuracy {ACCURACY}", re.M),
+        re.compile(r"^exercise 2: hard vote: test accuracy 0\.\d{3}, per class 0\.\d{3} / 0\.\d{3}", re.M),
+        re.compile(r"^exercise 3: predict before fit: 409: the AggregationMaster has no model yet", re.M),
+        re.compile(rf"^exercise 3: tree \+ LogisticRegression\(max_iter=1000\): vote soft, test accuracy {ACCURACY}",
+                   re.M),
+        re.compile(r"^exercise 3: tree \+ SVC\(\): vote hard, test accuracy 0\.\d{3}", re.M),  # no predict_proba
+        re.compile(r"^exercise 4: on_worker_failure='raise': WorkerFailure: .*local-1", re.M),
+        re.compile(rf"^exercise 4: data=None, spare-0 killed: 24 members, .* test accuracy {ACCURACY}", re.M),
+        re.compile(r"^exercise 4: data='split', extra-0 killed: (\d|1\d|2[0-3]) members", re.M),  # its shard is lost
         re.compile(r"^cluster stopped", re.M),
     ],
     "06-docker-and-remote-workers.ipynb": [
@@ -82,8 +133,24 @@ EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
         re.compile(r"^cp-worker remote-0 \(pid \d+\) exited with code 0", re.M),
         re.compile(r"^containers left with label chimera-lab\.cluster=[0-9a-f]{12}: 0$", re.M),
         re.compile(r"^cluster stopped", re.M),
+        re.compile(r"^exercise 1: remote-1 joined \(pid \d+\); the token on its command line: False", re.M),
+        re.compile(r"^exercise 2: remote-1 reported lost ([3-9]\d{3}) ms after the kill", re.M),  # heartbeats: 3 s
+        re.compile(r"^exercise 3: CommitError: node 'hog' .* exited unexpectedly \(code -9\)", re.M),  # memory limit
+        re.compile(r"^exercise 3: worker small afterwards: connected", re.M),
+        re.compile(r"^exercise 4: containers labelled chimera-lab\.cluster=[0-9a-f]{12}: 1 inside the with block, "
+                   r"0 after it", re.M),
+        re.compile(r"^the exercises' workers are stopped", re.M),
     ],
-    "07-graph-editor.ipynb": [WIDGET],  # the editor
+    "07-graph-editor.ipynb": [
+        WIDGET,  # the editor
+        re.compile(r"^exercise 1: camera → blur → invert → stats; latency at stats [\d.]+ ms, "
+                   r"added by blur -?[\d.]+ ms, by invert -?[\d.]+ ms", re.M),
+        re.compile(r"^exercise 2: refused: invalid graph: the graph has a cycle \(camera -> blur -> invert -> stats\)",
+                   re.M),
+        re.compile(r"^exercise 3: stats latency p50 [\d.]+ ms with invert on local-0 \(camera's worker\), [\d.]+ ms "
+                   r"with invert on local-1", re.M),
+        re.compile(r"^cluster stopped", re.M),
+    ],
 }
 
 

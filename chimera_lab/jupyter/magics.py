@@ -154,7 +154,8 @@ def overview() -> str:
     lines = ["%chimera SUBCOMMAND [options]      (%chimera SUBCOMMAND --help for one)", ""]
     for name, fn in SUBCOMMANDS.items():
         prefix = "%%chimera" if name == "node" else "%chimera"
-        lines.append(f"  {prefix} {name:<9} {(fn.__doc__ or '').strip().splitlines()[0]}")
+        doc = getattr(getattr(fn, "parser", None), "description", None) or ""  # (magic_arguments rewrote __doc__)
+        lines.append(f"  {prefix} {name:<9} {doc.strip().splitlines()[0] if doc.strip() else ''}")
     return "\n".join(lines)
 
 
