@@ -340,6 +340,18 @@ _PANEL_JS = """
 """
 
 
+def lesson_only(notebook: str | os.PathLike[str]) -> None:
+    """Rewrite a tutorial notebook without its exercises and its final `%chimera down`: run all, it leaves the
+    lesson's pipeline running, for a test (or the screenshot) to look at its live widgets."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cut = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                and c.source.lstrip().startswith("## Exercises")), len(nb.cells))
+    nb.cells = [c for c in nb.cells[:cut] if c.source.strip() != "%chimera down"]
+    nbformat.write(nb, notebook)
+
+
 def open_notebook(page: Any, lab: JupyterLab, path: str, timeout: float = 90_000) -> None:
     """Open `path` (relative to the lab's notebook folder) and wait until its kernel is up and idle."""
     page.goto(lab.lab_url(path), timeout=timeout)

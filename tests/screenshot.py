@@ -30,6 +30,7 @@ from browser_rig import (  # noqa: E402
     browser_unavailable,
     count_frames,
     kernel_eval,
+    lesson_only,
     open_notebook,
     run_all_and_wait,
 )
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         notebooks = tmp / "notebooks"
         shutil.copytree(REPO / "notebooks", notebooks, ignore=shutil.ignore_patterns("img", ".ipynb_checkpoints"))
+        lesson_only(notebooks / NOTEBOOK)  # without the exercises and the final %chimera down: stays live
         scratch = tmp / "rig"
         scratch.mkdir()
         with JupyterLab(notebooks, scratch=scratch) as lab, browser(scratch) as b:

@@ -25,6 +25,7 @@ from browser_rig import (
     browser_unavailable,
     count_frames,
     kernel_eval,
+    lesson_only,
     open_notebook,
     run_all_and_wait,
 )
@@ -203,6 +204,7 @@ def _busy_cell_streams_and_stops(page: Any) -> None:
 @pytest.mark.timeout(300)
 def test_video_notebook_streams_and_stops(lab: JupyterLab, page: Any) -> None:
     assert (lab.notebook_dir / VIDEO_NOTEBOOK).exists(), f"notebooks/{VIDEO_NOTEBOOK} is missing"
+    lesson_only(lab.notebook_dir / VIDEO_NOTEBOOK)  # the lesson's pipeline stays up to be watched
     open_notebook(page, lab, VIDEO_NOTEBOOK)
     try:
         run_all_and_wait(page, timeout=180_000)
@@ -301,6 +303,7 @@ def test_video_notebook_in_notebook_7(chromium: Any, tmp_path_factory: pytest.Te
         context = chromium.new_context(viewport={"width": 1280, "height": 1400})
         page = context.new_page()
         try:
+            lesson_only(notebooks / VIDEO_NOTEBOOK)
             open_notebook(page, server, VIDEO_NOTEBOOK)
             run_all_and_wait(page, timeout=180_000)
             page.wait_for_function(

@@ -229,6 +229,9 @@ def test_a_base_image_without_python_and_a_failing_build_step_are_explained(clie
     try:
         with pytest.raises(cp.DockerError, match=rf"base image '{bare}' has no working python3 .*python:3.11-slim"):
             ensure_image(client, bare, progress=False)
+        bare_id = client.images.get(bare).id
+        assert not [c.name for c in client.containers.list(all=True, filters={"label": "chimera-lab.image=probe"})
+                    if c.attrs["Image"] == bare_id], "the failed probe left its container"
         with pytest.raises(cp.ImageBuildError, match=r"failed at step 'RUN python3 -m venv /opt/chimera(.|\n)*venv")\
                 as failed:
             ensure_image(client, no_venv, progress=False)

@@ -282,12 +282,23 @@ def probe_base(client: Any, base_image: str) -> tuple[str, Target]:
         return image.id, Target(**known[image.id])
     script = ("import sys, platform; l = platform.libc_ver(); "
               "print(sys.version_info[0], sys.version_info[1], platform.machine(), l[1] if l[0] == 'glibc' else '')")
-    try:
-        out = client.containers.run(image.id, ["python3", "-c", script], entrypoint=[], remove=True,
-                                    network_mode="none", user="0", labels={LABEL_IMAGE: "probe"})
+    probe = None
+    try:  # created, started and removed here: run(remove=True) leaves a container that failed to start
+        probe = client.containers.create(image.id, ["python3", "-c", script], entrypoint=[], network_mode="none",
+                                         user="0", labels={LABEL_IMAGE: "probe"})
+        probe.start()
+        code = probe.wait(timeout=120).get("StatusCode")
+        out = probe.logs(stdout=True, stderr=False)
+        if code != 0:
+            raise docker.errors.DockerException(f"python3 exited with code {code}: "
+                                                f"{probe.logs(stdout=False, stderr=True).decode()[-300:].strip()}")
     except docker.errors.DockerException as exc:
         raise DockerError(f"base image {base_image!r} has no working python3 ({_short(exc)}); choose an image "
                           "with python3, venv and pip, e.g. python:3.11-slim") from None
+    finally:
+        if probe is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                probe.remove(force=True)
     major, minor, machine, *glibc = out.decode().split()
     target = Target(f"{major}.{minor}", machine, glibc[0] if glibc else "")
     memo.parent.mkdir(parents=True, exist_ok=True)
