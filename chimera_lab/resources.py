@@ -68,10 +68,15 @@ class Sizing:
         per_node = (NODE_MB * MB if self.mode == "process" else 15 * MB) + 2 * self.queue_bound * frame // 10
         return self.workers * WORKER_MB * MB + nodes * per_node
 
-    def __str__(self) -> str:
+    @property
+    def settings(self) -> str:
+        """What the cluster is told: "queues of 16 messages, frames 320×240, nodes as threads"."""
         w, h = self.frame_size
-        return (f"{self.workers} local worker{'s' if self.workers != 1 else ''}, queues of {self.queue_bound} "
-                f"messages, frames {w}×{h}, nodes as {self.mode}{'s' if self.mode == 'thread' else 'es'} "
+        return (f"queues of {self.queue_bound} messages, frames {w}×{h}, "
+                f"nodes as {'threads' if self.mode == 'thread' else 'processes'}")
+
+    def __str__(self) -> str:
+        return (f"{self.workers} local worker{'s' if self.workers != 1 else ''}, {self.settings} "
                 f"(about {_gb(self.estimate())}); for {self.resources}")
 
 
@@ -201,13 +206,13 @@ def size_cluster(resources: Resources | None = None, workers: int | None = None,
     choice = Sizing(n, 64, FRAMES["large"], mode or "process", res)
 
     def fewer_workers(floor: int) -> Sizing:
-        return _replace(choice, workers=choice.workers - 1) if workers is None and choice.workers > floor else choice
+        return replace(choice, workers=choice.workers - 1) if workers is None and choice.workers > floor else choice
 
     # cheapest first: shorter queues, smaller frames, fewer workers (down to 2), nodes as threads, one worker
-    steps = [(lambda: _replace(choice, queue_bound=16), "queues of 16 messages instead of 64"),
-             (lambda: _replace(choice, frame_size=FRAMES["small"]), "frames 320×240 instead of 640×480"),
+    steps = [(lambda: replace(choice, queue_bound=16), "queues of 16 messages instead of 64"),
+             (lambda: replace(choice, frame_size=FRAMES["small"]), "frames 320×240 instead of 640×480"),
              *[(lambda: fewer_workers(2), "") for _ in range(max_workers)],
-             (lambda: _replace(choice, mode="thread") if mode is None else choice,
+             (lambda: replace(choice, mode="thread") if mode is None else choice,
               "nodes as threads of their worker (one process per worker, not per node)"),
              (lambda: fewer_workers(1), "")]
     for make, text in steps:
@@ -222,15 +227,11 @@ def size_cluster(resources: Resources | None = None, workers: int | None = None,
                    "expect the kernel to be killed; "
                    + ("use --workers 1, " if choice.workers > 1 else "") + "shut down other notebooks' kernels, or "
                    "ask for more memory")
-    return _replace(choice, why=why)
+    return replace(choice, why=why)
 
 
 def _workers(n: int) -> str:
     return f"{n} worker{'s' if n != 1 else ''}"
-
-
-def _replace(s: Sizing, **changes: object) -> Sizing:
-    return replace(s, **changes)  # type: ignore[arg-type]
 
 
 # -- the frame size of sources not told otherwise --------------------------------------------------------------

@@ -176,8 +176,13 @@ def test_memory_cage_kills_what_outgrows_it_and_reports_the_peak():
     proc = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(400 << 20); time.sleep(30)"],
                             preexec_fn=cage.enter)
     cage.root_pid = proc.pid
+
+    def ended() -> bool:
+        cage.sample()  # follows the peak while the process grows
+        return proc.poll() is not None
+
     try:
-        wait_until(lambda: proc.poll() is not None or cage.sample() < 0, 20, "the process to be killed")
+        wait_until(ended, 20, "the process to be killed")
     finally:
         cage.close()
     assert proc.returncode == -9 and cage.oom

@@ -263,9 +263,7 @@ class ChimeraMagics(Magics):
         names = list(m.workers)
         print(f"Manager at {m.host}:{m.port} with {len(names)} workers ({', '.join(names)}); "
               "`manager` is in the namespace")
-        w, h = sizing.frame_size
-        print(f"sized for {sizing.resources}: queues of {sizing.queue_bound} messages, frames {w}×{h}, "
-              f"nodes as {'threads' if sizing.mode == 'thread' else 'processes'}")
+        print(f"sized for {sizing.resources}: {sizing.settings}")
         for reason in sizing.why:
             print(f"  - {reason}")
         return None
