@@ -423,30 +423,41 @@ def _child_echo_dealer(port: int, conn: Any) -> None:
             sock.send_multipart(frames)
 
 
-def sgd_round(n_workers: int = 2, floats: int = 50, n: int = 3000, quick: bool = False) -> dict[str, float]:
-    """One synchronous round: a ROUTER sends `floats` float64 (with a small header) to each of `n_workers` DEALER
-    processes and waits for every echo: the communication of a parameter-server round, nothing else."""
-    n = _quick(n, quick, 100)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, IO_TIMEOUT_MS)
-    mpctx = mp.get_context("spawn")
-    procs, conns = [], []
-    try:
-        port = sock.bind_to_random_port(HOST)
-        for _ in range(n_workers):
-            conn, child_conn = mpctx.Pipe()
-            proc = mpctx.Process(target=_child_echo_dealer, args=(port, child_conn), daemon=True)
-            proc.start()
-            child_conn.close()
-            procs.append(proc)
-            conns.append(conn)
-            _wait_pipe(conn, proc, STARTUP_TIMEOUT_S, "ready")
-        idents = [sock.recv_multipart()[0] for _ in range(n_workers)]
-        theta = np.zeros(floats).tobytes()
+class EchoWorkers:
+    """A raw parameter-server round: a ROUTER sends `floats` float64 (with a small msgpack header) to each of
+    `n_workers` DEALER processes and waits for every echo, the communication of a round and nothing else.
+    The processes stay up between calls to `rounds`, so measurements can be interleaved with another's."""
+
+    def __init__(self, n_workers: int = 2, floats: int = 50) -> None:
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RCVTIMEO, IO_TIMEOUT_MS)
+        self._procs: list[Any] = []
+        self._conns: list[Any] = []
+        self._theta = np.zeros(floats).tobytes()
+        self._idents: list[bytes] = []
+        mpctx = mp.get_context("spawn")
+        try:
+            port = self._sock.bind_to_random_port(HOST)
+            for _ in range(n_workers):
+                conn, child_conn = mpctx.Pipe()
+                proc = mpctx.Process(target=_child_echo_dealer, args=(port, child_conn), daemon=True)
+                proc.start()
+                child_conn.close()
+                self._procs.append(proc)
+                self._conns.append(conn)
+                _wait_pipe(conn, proc, STARTUP_TIMEOUT_S, "ready")
+            self._idents = [self._sock.recv_multipart()[0] for _ in range(n_workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def rounds(self, n: int, warmup: int = 50) -> np.ndarray:
+        """Seconds of each of `n` rounds (after `warmup` unmeasured ones)."""
+        sock, theta, idents = self._sock, self._theta, self._idents
         times = np.empty(n)
-        for i in range(-max(50, n // 20), n):
+        for i in range(-warmup, n):
             header = msgpack.packb({"op": "grad", "r": i})
             t0 = time.perf_counter()
             for ident in idents:
@@ -455,18 +466,33 @@ def sgd_round(n_workers: int = 2, floats: int = 50, n: int = 3000, quick: bool =
                 sock.recv_multipart()
             if i >= 0:
                 times[i] = time.perf_counter() - t0
-        for ident in idents:
-            sock.send_multipart([ident, b""])
-    finally:
-        for proc, conn in zip(procs, conns, strict=True):
+        return times
+
+    def close(self) -> None:
+        """End the echo processes and the socket."""
+        for ident in self._idents:
+            self._sock.send_multipart([ident, b""])
+        for proc, conn in zip(self._procs, self._conns, strict=True):
             proc.join(JOIN_TIMEOUT_S)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(JOIN_TIMEOUT_S)
             conn.close()
-        sock.close(linger=0)
-        ctx.term()
-    us = times * 1e6
+        self._idents = []
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> EchoWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sgd_round(n_workers: int = 2, floats: int = 50, n: int = 3000, quick: bool = False) -> dict[str, float]:
+    """One synchronous parameter-server round on `n_workers` echo processes (see EchoWorkers)."""
+    with EchoWorkers(n_workers, floats) as echo:
+        us = echo.rounds(_quick(n, quick, 100), warmup=max(50, n // 20)) * 1e6
     return {"round_p50_us": _percentile(us, 50), "round_p99_us": _percentile(us, 99)}
 
 

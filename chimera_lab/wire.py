@@ -57,10 +57,11 @@ def key_from_token(token: str) -> bytes:
 class Signer:
     """Signs and verifies frames with HMAC-SHA256 under one cluster key."""
 
-    __slots__ = ("_hmac",)
+    __slots__ = ("_hmac", "_seal_key")
 
     def __init__(self, key: bytes) -> None:
         self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self._seal_key = hmac.digest(key, b"chimera-lab sealed frames", "sha256")
 
     def sign(self, frames: list[Any]) -> bytes:
         """The MAC of `frames` (each frame's length is signed too, so frames cannot be re-split)."""
@@ -74,6 +75,21 @@ class Signer:
         """Raise AuthError unless `mac` is the MAC of `frames`."""
         if len(mac) != MAC_SIZE or not hmac.compare_digest(self.sign(frames), mac):
             raise AuthError("bad signature")
+
+    def seal(self, body: bytes) -> bytes:
+        """`body` behind its MAC, as one frame: for small messages on a hot path (one C call to sign).
+
+        Sealed frames are signed under a key derived from the cluster key, so a sealed frame can never pass for
+        a control or data message, nor the other way round."""
+        return hmac.digest(self._seal_key, body, "sha256") + body
+
+    def unseal(self, frame: bytes) -> memoryview:
+        """The body of a sealed frame; AuthError unless its MAC checks out (nothing is read before that)."""
+        body = memoryview(frame)[MAC_SIZE:]
+        if len(frame) < MAC_SIZE or not hmac.compare_digest(hmac.digest(self._seal_key, body, "sha256"),
+                                                            frame[:MAC_SIZE]):
+            raise AuthError("bad signature")
+        return body
 
 
 # --------------------------------------------------------------------------------------------------

@@ -202,6 +202,14 @@ def test_regression_matches_linear_regression_on_diabetes(manager: Manager, stra
     assert "rmse" in est.history_
 
 
+def test_fedavg_with_batch_size_none_takes_local_steps_over_the_whole_shard(manager: Manager) -> None:
+    # batch_size=None means each worker's whole shard: one full-batch local step per local epoch
+    Xtr, Xte, ytr, yte = breast_cancer()
+    est = sgd(strategy="fedavg", batch_size=None, cluster=manager).fit(Xtr, ytr)
+    assert est.score(Xte, yte) >= LogisticRegression().fit(Xtr, ytr).score(Xte, yte) - 0.05
+    assert len(est.history_) == est.n_iter_  # one round per epoch
+
+
 def test_mini_batches_do_not_trip_the_divergence_guard(manager: Manager) -> None:
     # one mini-batch can cost twice another at the same parameters; that is noise, not a diverging fit
     Xtr, Xte, ytr, yte = iris()

@@ -176,7 +176,7 @@ class _DistributedSGD(ClusterEstimator):
                     eta = schedule.at(updates)
                     t0 = time.perf_counter()
                     if fedavg:
-                        answers = channel.ask("local", theta, epochs=int(self.local_epochs), batch=batch or 0,
+                        answers = channel.ask("local", theta, epochs=int(self.local_epochs), batch=batch,
                                               eta=eta)
                     else:
                         answers = channel.ask("grad", theta, batch=batch)
