@@ -416,6 +416,41 @@ def test_seed_workflow_with_the_docker_backend(client: Any, image: str, tmp_path
     assert labelled(client, cid) == [] and client.networks.list(names=[network]) == []
 
 
+def test_parameter_server_with_the_docker_backend(client: Any, image: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # the SGD rounds travel on a channel of their own: containers on a bridge network must reach it too
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    from chimera_lab.ml.masters import ParameterServerMaster
+    from chimera_lab.ml.service import serve
+
+    Xa, ya = make_classification(n_samples=400, n_features=4, n_informative=2, n_redundant=0, class_sep=2.0,
+                                 random_state=1)
+    X, y = pd.DataFrame(Xa, columns=["a", "b", "c", "d"]), pd.Series(ya, name="label")
+    sgd = worker_file('SGDWorker("classifier", loss="log_loss")')
+    write_project(tmp_path, {"s1": sgd, "s2": sgd}, {"s1": (X[::2], y[::2]), "s2": (X[1::2], y[1::2])})
+    subnet = free_subnet(client)
+    network = f"chimera-ps-{uuid.uuid4().hex[:8]}"
+    monkeypatch.chdir(tmp_path)
+    for key, value in {"CHIMERA_WORKERS_NODES_NAMES": '["s1", "s2"]', "CHIMERA_BACKEND": "docker",
+                       "CHIMERA_NETWORK_NAME": network, "CHIMERA_NETWORK_PREFIX": subnet.rsplit(".", 1)[0],
+                       "CHIMERA_NETWORK_SUBNET_MASK": "24", "CHIMERA_WORKERS_CPU_SHARES": "[1024, 1024]",
+                       "CHIMERA_WORKERS_MAPPED_PORTS": str([free_port(), free_port()]),
+                       "CHIMERA_DOCKER_BASE_IMAGE": BASE}.items():
+        monkeypatch.setenv(key, value)
+    with serve(ParameterServerMaster("classifier", max_iter=50, worker_timeout=30), port=0) as service:
+        t0 = time.monotonic()
+        status, fit, _ = call(f"{service.url}/v1/chimera/parameter-server/fit")
+        assert status == 200, fit
+        assert fit["contributors"] == ["s1", "s2"] and fit["failed"] == {}
+        assert time.monotonic() - t0 < 30
+        status, answer, _ = call(f"{service.url}/v1/chimera/parameter-server/predict", predict_body(X))
+        assert status == 200 and (np.array(answer["y_pred_rows"]) == y.to_numpy()).mean() >= 0.9
+        cid = service.docker.id
+    assert labelled(client, cid) == [] and client.networks.list(names=[network]) == []
+
+
 def test_magic_up_with_docker_workers(client: Any, image: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from IPython.testing.globalipapp import start_ipython
 

@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+import chimera_lab as cp
 import chimera_lab.ml as chimera
 from chimera_lab.manager import Manager, managers
 from chimera_lab.ml import bagging as bagging_module
@@ -208,6 +209,47 @@ def test_fedavg_with_batch_size_none_takes_local_steps_over_the_whole_shard(mana
     est = sgd(strategy="fedavg", batch_size=None, cluster=manager).fit(Xtr, ytr)
     assert est.score(Xte, yte) >= LogisticRegression().fit(Xtr, ytr).score(Xte, yte) - 0.05
     assert len(est.history_) == est.n_iter_  # one round per epoch
+
+
+def test_the_rounds_reach_a_worker_that_joined_on_another_address_of_the_manager(tmp_path: Path) -> None:
+    # like a container on a Docker bridge, which reaches the Manager at the bridge's gateway, not at 127.0.0.1
+    c = Cluster(tmp_path)
+    try:
+        c.manager.listen("127.0.0.2")
+        near = c.worker("near")
+        far = cp.Worker("far", data_dir=tmp_path / "data-far")
+        far.connect("127.0.0.2", c.manager.port, token=c.manager.token)
+        c.workers.append(far)
+        assert (near.host, far.host) == ("127.0.0.1", "127.0.0.2")
+        Xtr, Xte, ytr, yte = breast_cancer()
+        est = sgd(cluster=c.manager, worker_timeout=20).fit(Xtr, ytr)
+        assert est.contributors_ == ["far", "near"] and est.failed_workers_ == {}
+        assert est.score(Xte, yte) >= 0.9
+    finally:
+        c.close()
+
+
+def test_a_worker_that_cannot_reach_the_rounds_is_named_with_the_address(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # as if a firewall stood between: the channel listens only where the Manager first did
+    from chimera_lab.ml import rounds
+
+    everywhere = rounds._bind_everywhere
+    monkeypatch.setattr(rounds, "_bind_everywhere", lambda sock, hosts: everywhere(sock, hosts[:1]))
+    c = Cluster(tmp_path)
+    try:
+        c.manager.listen("127.0.0.2")
+        far = cp.Worker("far", data_dir=tmp_path / "data-far")
+        far.connect("127.0.0.2", c.manager.port, token=c.manager.token)
+        c.workers.append(far)
+        X, y = breast_cancer()[::2]
+        t0 = time.monotonic()
+        with pytest.raises(chimera.WorkerFailure, match=r"far: its side of the parameter channel did not reach "
+                                                        r"tcp://127\.0\.0\.1:\d+ \(is"):
+            sgd(cluster=c.manager, worker_timeout=2).fit(X, y)
+        assert time.monotonic() - t0 < 10
+    finally:
+        c.close()
 
 
 def test_mini_batches_do_not_trip_the_divergence_guard(manager: Manager) -> None:

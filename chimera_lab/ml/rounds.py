@@ -24,6 +24,7 @@ from ..manager import Manager
 from .linear import Penalty, Problem, local_epochs
 
 IDLE_LIMIT = 600.0  # a worker side waits this long for the next round before it gives up
+HELLO_LIMIT = 30.0  # every worker's side must have reached the channel within this many seconds
 
 # the headers (padded to 8 bytes, so the parameters behind them are aligned float64)
 _REQ = struct.Struct("<6sBIiId5x")  # session, op, round, batch (-1: the whole shard), local epochs, learning rate
@@ -103,6 +104,23 @@ def _serve(w: Any, port: int, session: bytes, key: str, problem: Problem, penalt
         sock.close(0)
 
 
+def _bind_everywhere(sock: zmq.Socket[bytes], hosts: list[str]) -> tuple[int, list[str]]:
+    """Bind `sock` on one port free on each of `hosts` (the addresses the Manager listens on, so every worker can
+    reach the channel where it reaches the Manager, e.g. through a Docker bridge's gateway): (port, endpoints)."""
+    for _ in range(100):
+        port: int = sock.bind_to_random_port(f"tcp://{hosts[0]}")
+        bound = [f"tcp://{hosts[0]}:{port}"]
+        try:
+            for host in hosts[1:]:
+                sock.bind(f"tcp://{host}:{port}")
+                bound.append(f"tcp://{host}:{port}")
+            return port, bound
+        except zmq.ZMQError:  # taken on another address: try another port
+            for addr in bound:
+                sock.unbind(addr)
+    raise zmq.ZMQError(msg=f"no port is free on all of {', '.join(hosts)}")
+
+
 class Channel:
     """The estimator's side: ``ask(op, theta)`` runs one round on every live worker; failures are reported, not
     raised, so the caller applies its failure policy."""
@@ -116,14 +134,15 @@ class Channel:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._sock.setsockopt(zmq.RCVTIMEO, 50)  # between answers, look at the workers' tasks every 50 ms
-        port: int = self._sock.bind_to_random_port(f"tcp://{manager.host}")
+        port, endpoints = _bind_everywhere(self._sock, manager.addresses)
+        self.address = " or ".join(endpoints)
         self._round = 0
         self._idents = {w: w.encode() for w in workers}
         self.tasks: dict[str, Future[Any]] = {
             w: manager.call(w, _serve, port, self.session, key, problem, penalty, seeds[w]) for w in workers}
         self.sizes: dict[str, int] = {}
         self.failed: dict[str, str] = {}
-        self._gather(HELLO, set(workers), 0)
+        self._gather(HELLO, set(workers), 0, HELLO_LIMIT if timeout is None else min(timeout, HELLO_LIMIT))
 
     @property
     def live(self) -> list[str]:
@@ -145,16 +164,16 @@ class Channel:
                 asked.add(w)
             except zmq.ZMQError as exc:  # its socket is gone
                 self.failed[w] = f"its channel closed ({exc})"
-        return self._gather(_OPS[op], asked, self._round)
+        return self._gather(_OPS[op], asked, self._round, self.timeout)
 
-    def _gather(self, op: int, waiting: set[str], rnd: int) -> dict[str, Answer]:
+    def _gather(self, op: int, waiting: set[str], rnd: int, timeout: float | None) -> dict[str, Answer]:
         answers: dict[str, Answer] = {}
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while waiting:
             try:
                 ident, frame = self._sock.recv_multipart()
             except zmq.Again:  # 50 ms without an answer: has a worker's side ended, or the time run out?
-                self._check(waiting, deadline)
+                self._check(waiting, deadline, op)
                 continue
             except ValueError:  # not two frames: not from a worker's side
                 continue
@@ -173,7 +192,7 @@ class Channel:
                 answers[who] = Answer(n, loss, metric, compute, np.frombuffer(body, np.float64, offset=_REP.size))
         return answers
 
-    def _check(self, waiting: set[str], deadline: float | None) -> None:
+    def _check(self, waiting: set[str], deadline: float | None, op: int) -> None:
         """Move the workers whose side has ended, or that are past the deadline, from `waiting` to `failed`."""
         for w in list(waiting):
             fut = self.tasks[w]
@@ -184,7 +203,9 @@ class Channel:
                 waiting.discard(w)
         if deadline is not None and time.monotonic() > deadline:
             for w in waiting:
-                self.failed[w] = f"no answer within {self.timeout:g} s"
+                self.failed[w] = (f"its side of the parameter channel did not reach {self.address} (is that "
+                                  "address reachable from the worker?)" if op == HELLO else
+                                  f"no answer within {self.timeout:g} s")
             waiting.clear()
 
     def close(self) -> None:
