@@ -12,6 +12,10 @@ Frames of every message: ``[mac, header, *buffers]``.
   get the full MAC.
 - Nothing is decoded before the MAC checks (the header is msgpack-parsed to learn which buffers the MAC
   covers; anything malformed there is an AuthError).
+
+Sealed frames (`Signer.seal`) are the one exception to that layout: one frame, a MAC then a body whose layout
+the caller fixes (the parameter channel of distributed SGD: a struct header, then the parameters). They are
+signed under a key derived from the cluster key, so neither kind can pass for the other.
 """
 
 from __future__ import annotations
