@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import networkx as nx
@@ -32,6 +32,9 @@ from .graph import Graph, GraphError
 from .records.collect import SessionState, new_session
 from .runner import ALL_HWM
 from .waker import Waker
+
+if TYPE_CHECKING:
+    from .cluster.base import Launcher
 
 log = logging.getLogger("chimera_lab.manager")
 
@@ -150,7 +153,7 @@ class Manager:
         self._pending: dict[str, tuple[Future[dict[str, Any]], str | None, str]] = {}
         self._ids = itertools.count(1)
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
-        self._launchers: list[Any] = []  # clusters whose workers joined via add_workers: closed with the Manager
+        self._launchers: list[Launcher] = []  # whose workers joined via add_workers: closed with the Manager
         self.addresses = [self.host]  # where the ROUTER listens (see listen)
         self._metrics_dirty = False
         self._calls: deque[Callable[[], object]] = deque()
@@ -523,29 +526,44 @@ class Manager:
     # ---------------------------------------------------------------------------------------------
     # the public lifecycle
     # ---------------------------------------------------------------------------------------------
-    def add_workers(self, cluster: Any) -> Any:
-        """Start a launcher's workers for this Manager (``manager.add_workers(cp.DockerCluster(2))``); they are
-        ended with the Manager. Returns the cluster."""
-        cluster.start(self)
-        return cluster
+    def add_workers(self, launcher: Launcher) -> Launcher:
+        """Start a launcher's workers for this Manager (``manager.add_workers(cp.DockerCluster(2))``) and return
+        it; they end when the Manager shuts down. The launcher never shuts this Manager down."""
+        from .cluster.base import Launcher
 
-    def _adopt(self, launcher: Any) -> None:
-        """A launcher (LocalCluster, DockerCluster) whose workers this Manager ends at shutdown and whose logs
-        `logs` reads."""
+        if not isinstance(launcher, Launcher):
+            raise TypeError(f"add_workers needs a launcher (LocalCluster, DockerCluster, SlurmCluster, SwarmCluster "
+                            f"or another chimera_lab.cluster.Launcher), got {type(launcher).__name__}")
+        if self._closing.is_set():
+            raise ManagerError("this Manager has been shut down; create a new one")
         if launcher not in self._launchers:
             self._launchers.append(launcher)
+        launcher.start(self)
+        return launcher
+
+    @property
+    def launchers(self) -> list[Launcher]:
+        """The launchers whose workers joined this Manager (their workers end when it shuts down)."""
+        return list(self._launchers)
+
+    def remove_launcher(self, launcher: Launcher) -> None:
+        """Forget a launcher (its ``close()`` calls this); its workers are no longer ended by `shutdown`."""
+        if launcher in self._launchers:
+            self._launchers.remove(launcher)
 
     def worker_lost(self, name: str, reason: str) -> None:
-        """A launcher saw worker `name` end (its container died, its process exited): report it lost now,
-        rather than when its heartbeats are missed."""
+        """A launcher saw worker `name` end (its container died, its process exited, its job was cancelled):
+        report it lost now, rather than when its heartbeats are missed, with the launcher's reason. A worker
+        that said goodbye as it was ended (a job's SIGTERM) is marked lost too: nobody asked it to leave."""
 
         def lost() -> None:
             w = self.workers.get(name)
-            if w is not None and w.state == "connected":
+            if w is not None and w.state in ("connected", "disconnected"):
                 log.error("Manager: worker %r lost: %s", name, reason)
-                w.state = "lost"
+                was, w.state = w.state, "lost"
                 self._emit({"type": "worker", "worker": name, "state": "lost", "reason": reason})
-                self._worker_gone(w, "lost")
+                if was == "connected":
+                    self._worker_gone(w, "lost")
 
         try:
             self._call(lost)

@@ -440,8 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cp-worker", description="Run a chimera_lab worker for a Manager.")
     p.add_argument("--ip", "--host", dest="host", default="127.0.0.1", help="the Manager's address")
     p.add_argument("--port", type=int, default=9000, help="the Manager's port (default 9000)")
-    p.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="this worker's unique name")
-    p.add_argument("--token", default=None, help="the Manager's token (manager.token); or set CHIMERA_TOKEN")
+    p.add_argument("--name", help="this worker's unique name (default: CHIMERA_LAB_WORKER_NAME, else host-pid)")
+    p.add_argument("--token", default=None,
+                   help="the Manager's token (manager.token); better: set CHIMERA_TOKEN, or CHIMERA_TOKEN_FILE to "
+                        "a file holding it, so it is not on the command line")
     p.add_argument("--mode", choices=PROCESS_MODES, default="process", help="a process per node, or threads")
     p.add_argument("--data-host", default=None,
                    help="address to bind node inputs on (default: the one facing the Manager)")
@@ -453,12 +455,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     args = p.parse_args(argv)
+    args.name = args.name or os.environ.get("CHIMERA_LAB_WORKER_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     token = args.token or os.environ.get("CHIMERA_TOKEN")
+    token_file = os.environ.get("CHIMERA_TOKEN_FILE")
+    if not token and token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            print(f"cp-worker: cannot read the token from CHIMERA_TOKEN_FILE={token_file}: {exc}", file=sys.stderr)
+            return 2
     if not token:
-        print("cp-worker: no token; pass --token (printed by manager.worker_command()) or set CHIMERA_TOKEN",
-              file=sys.stderr)
+        print("cp-worker: no token; set CHIMERA_TOKEN (or CHIMERA_TOKEN_FILE), or pass --token (printed by "
+              "manager.worker_command())", file=sys.stderr)
         return 2
     worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host, data_dir=args.data_dir,
                     health_file=args.health_file)

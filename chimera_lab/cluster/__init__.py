@@ -1,8 +1,11 @@
-"""Launchers: ways to get workers for a Manager: local processes, Docker containers (here or on another
-machine's engine); ``cp-worker`` on any machine is the third way and needs no launcher."""
+"""Launchers: ways to get workers for a Manager, all behind one interface (``Launcher``): local processes,
+Docker containers (here or on another machine's engine), Slurm jobs and Docker Swarm services. ``cp-worker`` on
+any machine is the way that needs no launcher. ``launcher(name)`` finds one by name, plug-ins' too."""
 
+from .base import Launcher, LauncherError, available_launchers, launcher
 from .docker import DockerCluster
 from .image import DockerError, ImageBuildError
 from .local import LocalCluster
 
-__all__ = ["DockerCluster", "DockerError", "ImageBuildError", "LocalCluster"]
+__all__ = ["DockerCluster", "DockerError", "ImageBuildError", "Launcher", "LauncherError", "LocalCluster",
+           "available_launchers", "launcher"]

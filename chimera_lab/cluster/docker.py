@@ -19,11 +19,9 @@ found by label, and nothing else.
 
 from __future__ import annotations
 
-import atexit
 import ipaddress
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -32,6 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..manager import Manager, ManagerError
+from .base import Launcher, LauncherError, owner_alive, owner_id
 from .image import DEFAULT_BASE_IMAGE, HEALTH_FILE, DockerError, ImageBuildError, _short, ensure_image
 
 log = logging.getLogger("chimera_lab.docker")
@@ -42,27 +41,6 @@ LABEL_OWNER = "chimera-lab.owner"  # host:pid:start-time of the process that cre
 DATA_DIR = "/home/chimera/data"
 
 __all__ = ["DockerCluster", "DockerError", "ImageBuildError"]
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _start_time(pid: int) -> str:
-    """A process's start time in clock ticks since boot (with the pid, unique for the machine's uptime)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _owner_alive(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's, or unreadable: not ours to judge
-    return bool(started) and _start_time(int(pid)) == started
 
 
 def _per_worker(value: Any, n: int, what: str, scalar: tuple[type, ...]) -> list[Any]:
@@ -131,7 +109,7 @@ def _prune_images(client: Any) -> list[str]:
     return removed
 
 
-class DockerCluster:
+class DockerCluster(Launcher):
     """Workers in Docker containers for a Manager.
 
     ``DockerCluster(n_workers=2, manager=manager, base_image=None, cpu_shares=None, mem_limit=None,
@@ -155,6 +133,8 @@ class DockerCluster:
     Without ``manager=`` it starts when given to ``manager.add_workers(cluster)``, or, with its own Manager, on
     ``start()`` or ``with``.
     """
+
+    kind = "docker"
 
     def __init__(self, n_workers: int = 2, manager: Manager | None = None, base_image: str | None = None,
                  cpu_shares: int | Sequence[int] | None = None, mem_limit: str | int | Sequence[Any] | None = None,
@@ -213,58 +193,40 @@ class DockerCluster:
         self.timeout = timeout
         self.progress = progress
         self.id = uuid.uuid4().hex[:12]
-        self.manager: Manager | None = None
         self.image: str | None = None
         self.image_built = False
-        self.worker_names: list[str] = []  #: the names the workers registered under
         self.containers: dict[str, Any] = {}  # worker name -> Container
         self.created_network: Any = None  # a network this cluster created (and removes)
-        self.timings: dict[str, float] = {}  #: seconds: image, network, containers, ready, total
-        self._own_manager = False
         self._client: Any = None
         self._events: Any = None
-        self._watcher: threading.Thread | None = None
-        self._closing = threading.Event()
-        self._closed = False
-        if manager is not None:
-            self.start(manager)
+        self._address = ""
+        self._network_args: dict[str, Any] = {}
+        super().__init__(n_workers, manager, prefix=prefix, timeout=timeout)
 
     # ---------------------------------------------------------------------------------------------------------
-    def start(self, manager: Manager | None = None) -> DockerCluster:
-        """Start the containers for `manager` (a new Manager of its own when None); returns once all have joined."""
-        if self.manager is not None:
-            if manager is not None and manager is not self.manager:
-                raise ManagerError(f"this DockerCluster already runs workers for {self.manager!r}")
-            return self
-        t0 = time.perf_counter()
-        self._client = docker_client(self.docker_url)
-        if manager is None:
-            manager, self._own_manager = Manager(port=0), True
-        self.manager = manager
-        atexit.register(self.close)
-        try:
-            remote = _engine_host(self.docker_url)
-            t = time.perf_counter()
-            self.image, self.image_built = ensure_image(self._client, self.base_image, self.progress)
-            self.timings["image"] = time.perf_counter() - t
-            t = time.perf_counter()
-            address, network_args = self._network(remote)
-            self.timings["network"] = time.perf_counter() - t
-            manager._adopt(self)
-            self._watch()
-            t = time.perf_counter()
-            self._start_containers(address, network_args)
-            self.timings["containers"] = time.perf_counter() - t
-            t = time.perf_counter()
-            self._wait_ready()
-            self.timings["ready"] = time.perf_counter() - t
-        except BaseException:
-            self.close()
-            raise
-        self.timings["total"] = time.perf_counter() - t0
-        log.info("DockerCluster %s: workers %s ready in %.1f s", self.id, ", ".join(self.worker_names),
-                 self.timings["total"])
-        return self
+    def _check(self) -> None:
+        if self._client is None:
+            self._client = docker_client(self.docker_url)
+
+    def _setup(self) -> None:
+        remote = _engine_host(self.docker_url)
+        t = time.perf_counter()
+        self.image, self.image_built = ensure_image(self._client, self.base_image, self.progress)
+        self.timings["image"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._address, self._network_args = self._network(remote)
+        self.timings["network"] = time.perf_counter() - t
+        events_client = docker_client(self.docker_url)  # the stream blocks its client: one of its own
+        self._events = events_client.events(decode=True, filters={"label": [f"{LABEL}={self.id}"],
+                                                                  "type": ["container"], "event": ["die"]})
+        self._events_client = events_client
+
+    def _grow(self, count: int) -> list[str]:
+        t = time.perf_counter()
+        names = self._names(count)
+        self._start_containers(names)
+        self.timings["containers"] = time.perf_counter() - t
+        return names
 
     def _network(self, remote: str | None) -> tuple[str, dict[str, Any]]:
         """(the address containers reach the Manager at, container options for the network)."""
@@ -305,7 +267,7 @@ class DockerCluster:
                 ipam = docker.types.IPAMConfig(pool_configs=[pool])
             try:
                 net = client.networks.create(self.network, driver="bridge", ipam=ipam,
-                                             labels={LABEL: self.id, LABEL_OWNER: _owner()})
+                                             labels={LABEL: self.id, LABEL_OWNER: owner_id()})
             except docker.errors.APIError as exc:
                 raise DockerError(f"cannot create Docker network {self.network!r} with subnet {self.subnet or 'auto'}"
                                   f": {_short(exc)}; choose another subnet (CHIMERA_NETWORK_PREFIX) or name") from None
@@ -336,33 +298,39 @@ class DockerCluster:
                 address = m.host
         return address, {"network": self.network}
 
-    def _start_containers(self, address: str, network_args: dict[str, Any]) -> None:
+    def _names(self, count: int) -> list[str]:
+        """The names of the next `count` workers: those given as names= first, then <prefix>-<i>."""
+        m = self.manager
+        given = [n for n in (self._names_given or []) if n not in self.worker_names][:count]
+        clash = [n for n in given if n in m.workers and m.workers[n].state == "connected"]
+        if clash:
+            raise ManagerError(f"DockerCluster: worker name(s) {', '.join(clash)} are already connected to the "
+                               "Manager; choose other names=")
+        return given + self._next_names(count - len(given))
+
+    def _start_containers(self, names: list[str]) -> None:
         import docker
 
-        assert self.manager is not None
         m = self.manager
-        taken = set(m.workers)
-        if self._names_given is not None:
-            names = list(self._names_given)
-            clash = [n for n in names if n in taken and m.workers[n].state == "connected"]
-            if clash:
-                raise ManagerError(f"DockerCluster: worker name(s) {', '.join(clash)} are already connected to the "
-                                   "Manager; choose other names=")
-        else:
-            names, i = [], 0
-            while len(names) < self.n_workers:
-                if f"{self.prefix}-{i}" not in taken:
-                    names.append(f"{self.prefix}-{i}")
-                i += 1
-        self.worker_names = names
-        owner = _owner()
-        for i, name in enumerate(names):
-            env = {**self.env, **(self.worker_env[i] or {}), "CHIMERA_TOKEN": m.token,
+        address, network_args = self._address, self._network_args
+        owner = owner_id()
+        for name in names:
+            i = len(self.containers)  # this worker's index: per-worker options are given in this order
+
+            def pick(values: list[Any], what: str, i: int = i) -> Any:
+                if i < len(values):
+                    return values[i]
+                if all(v == values[0] for v in values):
+                    return values[0]
+                raise LauncherError(f"DockerCluster: {what} was given per worker for {len(values)} workers; scale "
+                                    "to at most that many, or give one value for all workers")
+
+            env = {**self.env, **(pick(self.worker_env, "worker_env") or {}), "CHIMERA_TOKEN": m.token,
                    "CHIMERA_LAB_HEALTH_FILE": HEALTH_FILE, "CHIMERA_LAB_MANAGER": f"{address}:{m.port}",
                    "CHIMERA_LAB_WORKER_NAME": name, "CHIMERA_LAB_WORKER_INDEX": str(i)}
             entrypoint: list[str] | None
             if self.commands is not None:
-                command, entrypoint = list(self.commands[i]), []
+                command, entrypoint = list(pick(self.commands, "commands")), []
             else:
                 command = ["--ip", address, "--port", str(m.port), "--name", name, "--mode", self.mode,
                            "--data-dir", f"{DATA_DIR}/{name}", "--timeout", "30"]
@@ -371,15 +339,17 @@ class DockerCluster:
                 name=f"chimera-{self.id}-{name}", command=command, environment=env, detach=True, init=True,
                 labels={LABEL: self.id, LABEL_WORKER: name, LABEL_OWNER: owner,
                         "chimera-lab.manager": f"{address}:{m.port}"},
-                cpu_shares=self.cpu_shares[i], mem_limit=self.mem_limit[i], volumes=self.volumes[i],
+                cpu_shares=pick(self.cpu_shares, "cpu_shares"), mem_limit=pick(self.mem_limit, "mem_limit"),
+                volumes=pick(self.volumes, "volumes"),
                 working_dir=self.working_dir, **network_args)
             if entrypoint is not None:
                 kwargs["entrypoint"] = entrypoint
-            if self.ports[i]:
-                kwargs["ports"] = self.ports[i]
-            if self.ip_addresses[i]:
+            ports, ip = pick(self.ports, "ports"), pick(self.ip_addresses, "ip_addresses")
+            if ports:
+                kwargs["ports"] = ports
+            if ip:
                 kwargs["networking_config"] = {self.network: self._client.api.create_endpoint_config(
-                    ipv4_address=self.ip_addresses[i])}
+                    ipv4_address=ip)}
             kwargs = {k: v for k, v in kwargs.items() if v is not None}
             try:
                 container = self._client.containers.create(self.image, **kwargs)
@@ -392,93 +362,69 @@ class DockerCluster:
                 text = _short(exc)
                 hint = ""
                 if "port is already allocated" in text or "address already in use" in text:
-                    hint = (f"; a port it publishes ({self.ports[i]}) is in use on the host: choose other ports "
+                    hint = (f"; a port it publishes ({ports}) is in use on the host: choose other ports "
                             "(CHIMERA_WORKERS_MAPPED_PORTS) or end what uses them")
                 elif "Address already in use" in text or "IP address" in text:
                     hint = "; its IP address is taken on that network: choose another (CHIMERA_NETWORK_PREFIX)"
                 raise DockerError(f"cannot start the container of worker {name!r}: {text}{hint}") from None
 
-    def _wait_ready(self) -> None:
-        assert self.manager is not None
-        deadline = time.monotonic() + self.timeout
-        while True:
-            workers = self.manager.status()["workers"]
-            waiting = [n for n in self.worker_names if workers.get(n, {}).get("state") != "connected"]
-            if not waiting:
-                return
-            for name in waiting:
-                c = self.containers[name]
-                c.reload()
-                if c.status in ("exited", "dead"):
-                    code = c.attrs.get("State", {}).get("ExitCode")
-                    raise DockerError(f"the container of worker {name!r} exited with code {code} while starting; "
-                                      f"its log:\n{self.logs(name, tail=30)}")
-            if time.monotonic() > deadline:
-                raise DockerError(f"worker(s) {', '.join(waiting)} did not join the Manager within "
-                                  f"{self.timeout:.0f} s; the log of {waiting[0]}:\n{self.logs(waiting[0], tail=30)}")
-            time.sleep(0.1)
+    def _dead(self, names: list[str]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            c = self.containers.get(name)
+            if c is None:
+                continue
+            c.reload()
+            if c.status in ("exited", "dead"):
+                out[name] = f"its container {c.name} exited with code {c.attrs.get('State', {}).get('ExitCode')}"
+        return out
 
-    # ---------------------------------------------------------------------------------------------------------
     def _watch(self) -> None:
         """Follow the engine's 'die' events for this cluster's containers: report their workers lost at once."""
-        events_client = docker_client(self.docker_url)
-        self._events = events_client.events(decode=True, filters={"label": [f"{LABEL}={self.id}"],
-                                                                  "type": ["container"], "event": ["die"]})
+        try:
+            for event in self._events:
+                attrs = event.get("Actor", {}).get("Attributes", {})
+                name = attrs.get(LABEL_WORKER)
+                if name:
+                    self._report_lost(name, f"its container {attrs.get('name', '?')} exited with code "
+                                            f"{attrs.get('exitCode', '?')}")
+        except Exception:  # the stream was closed (close()) or the engine went away
+            pass
 
-        def follow() -> None:
-            try:
-                for event in self._events:
-                    attrs = event.get("Actor", {}).get("Attributes", {})
-                    name = attrs.get(LABEL_WORKER)
-                    if name and not self._closing.is_set() and self.manager is not None:
-                        self.manager.worker_lost(name, f"its container {attrs.get('name', '?')} exited with code "
-                                                       f"{attrs.get('exitCode', '?')}")
-            except Exception:  # the stream was closed (close()) or the engine went away
-                pass
-            finally:
-                events_client.close()
-
-        self._watcher = threading.Thread(target=follow, name=f"chimera-docker-events-{self.id}", daemon=True)
-        self._watcher.start()
-
-    def logs(self, worker: str, tail: int | None = 200) -> str:
-        """What worker `worker`'s container printed (the last `tail` lines; all if None)."""
+    def _logs(self, worker: str, tail: int | None) -> str:
         c = self.containers.get(worker)
         if c is None:
-            raise KeyError(f"no worker named {worker!r} in this DockerCluster; its workers: "
-                           f"{', '.join(self.worker_names) or 'none'}")
+            return ""
         try:
             return str(c.logs(tail="all" if tail is None else tail).decode(errors="replace"))
         except Exception as exc:
             return f"(the log of {worker!r} cannot be read: {_short(exc)})"
 
-    @property
-    def workers(self) -> list[str]:
-        return list(self.worker_names)
+    def _describe(self, worker: str) -> dict[str, Any]:
+        c = self.containers.get(worker)
+        return {"container": None if c is None else c.name}
+
+    def _details(self) -> dict[str, Any]:
+        return {"image": self.image, "network": self.network, "engine": self.docker_url or os.environ.get(
+            "DOCKER_HOST") or "local"}
 
     def container(self, worker: str) -> Any:
         """The docker SDK Container of a worker (to inspect or kill it)."""
         return self.containers[worker]
 
     # ---------------------------------------------------------------------------------------------------------
-    def close(self, manager: bool = True) -> None:
-        """Stop and remove this cluster's containers and the network it created (and its own Manager)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._closing.set()
-        try:
-            atexit.unregister(self.close)
-        except Exception:
-            pass
-        if manager and self._own_manager and self.manager is not None:
-            self.manager.shutdown()  # ends the workers politely first; calls close(manager=False) again
+    def _stop(self, names: list[str]) -> None:
+        self._remove([self.containers[n] for n in names if n in self.containers])
+
+    def _teardown(self) -> None:
+        """Stop and remove this cluster's containers and the network it created."""
         self._remove_containers()
         if self._events is not None:
             try:
                 self._events.close()
             except Exception:
                 pass
+            self._events_client.close()
         if self.created_network is not None:
             try:
                 self.created_network.remove()
@@ -486,8 +432,6 @@ class DockerCluster:
                 log.warning("DockerCluster %s: could not remove network %s: %s", self.id, self.network, _short(exc))
         if self._client is not None:
             self._client.close()
-        if self.manager is not None and self in self.manager._launchers:
-            self.manager._launchers.remove(self)
 
     def _remove_containers(self) -> None:
         if self._client is None:
@@ -498,10 +442,15 @@ class DockerCluster:
             found = self._client.containers.list(all=True, filters={"label": f"{LABEL}={self.id}"})
         except docker.errors.DockerException:
             found = list(self.containers.values())
+        self._remove(found)
+
+    def _remove(self, containers: list[Any]) -> None:
+        """Stop (SIGTERM: the worker says goodbye and ends its nodes) and remove containers, in parallel."""
+        import docker
 
         def remove(c: Any) -> None:
             try:
-                c.stop(timeout=3)  # SIGTERM: the worker says bye and ends its nodes
+                c.stop(timeout=3)
             except docker.errors.DockerException:
                 pass
             try:
@@ -511,7 +460,7 @@ class DockerCluster:
             except docker.errors.DockerException as exc:
                 log.warning("DockerCluster %s: could not remove container %s: %s", self.id, c.name, _short(exc))
 
-        threads = [threading.Thread(target=remove, args=(c,), daemon=True) for c in found]
+        threads = [threading.Thread(target=remove, args=(c,), daemon=True) for c in containers]
         for t in threads:
             t.start()
         for t in threads:
@@ -529,7 +478,7 @@ class DockerCluster:
         removed = []
         try:
             for c in client.containers.list(all=True, filters={"label": LABEL}):
-                if everything or not _owner_alive(c.labels.get(LABEL_OWNER, "")):
+                if everything or not owner_alive(c.labels.get(LABEL_OWNER, "")):
                     try:
                         c.remove(force=True)
                         removed.append(c.name)
@@ -537,7 +486,7 @@ class DockerCluster:
                         pass
             for net in client.networks.list(filters={"label": LABEL}):
                 net.reload()
-                if (everything or not _owner_alive(net.attrs.get("Labels", {}).get(LABEL_OWNER, ""))) \
+                if (everything or not owner_alive(net.attrs.get("Labels", {}).get(LABEL_OWNER, ""))) \
                         and not net.attrs.get("Containers"):
                     try:
                         net.remove()
@@ -550,20 +499,8 @@ class DockerCluster:
             client.close()
         return removed
 
-    def __enter__(self) -> DockerCluster:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __copy__(self) -> DockerCluster:
-        return self  # a handle on running containers
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> DockerCluster:
-        return self
-
     def __repr__(self) -> str:
-        if self.manager is None:
+        if not self.started:
             return f"<DockerCluster {self.id} not started: {self.n_workers} workers from {self.base_image}>"
-        state = "closed" if self._closed else f"{self.image}"
+        state = "closed" if self.closed else f"{self.image}"
         return f"<DockerCluster {self.id} {state} workers={self.worker_names} network={self.network}>"

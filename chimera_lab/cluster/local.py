@@ -1,4 +1,4 @@
-"""LocalCluster: a Manager plus worker processes on this machine, started and ended together."""
+"""LocalCluster: worker processes on this machine."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from ..manager import Manager, ManagerError
+from ..manager import Manager
+from .base import Launcher
 
 
 def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> int:
@@ -23,98 +23,77 @@ def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> int:
         return proc.wait()
 
 
-class LocalCluster:
-    """A Manager and `n_workers` worker processes (``local-0``, ``local-1``, ...) on 127.0.0.1.
+class LocalCluster(Launcher):
+    """`n_workers` worker processes (``local-0``, ``local-1``, ...) on 127.0.0.1.
 
-    ``data_dir``: where the workers record (each in a subfolder named after it; default ./chimera-data);
-    ``logdir``: where the Manager collects sessions.
-
-    ``with LocalCluster(2) as cluster: cluster.manager.commit_graph(graph, mapping)``; leaving the block
-    shuts the Manager down, which ends the workers (any still alive after 10 s are killed).
+    ``with LocalCluster(2) as cluster: cluster.manager.commit_graph(graph, mapping)``: a Manager of its own,
+    shut down on leaving the block. ``LocalCluster(2, manager=m)`` or ``m.add_workers(LocalCluster(2))``:
+    workers for an existing Manager, ended when it shuts down. ``port`` and ``logdir`` are for the Manager it
+    makes; ``data_dir``: where the workers record (each in a subfolder named after it; default ./chimera-data).
     """
+
+    kind = "local"
 
     def __init__(self, n_workers: int = 2, port: int = 0, mode: str = "process", prefix: str = "local",
                  manager: Manager | None = None, timeout: float = 30.0,
                  data_dir: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> None:
         if n_workers < 1:
             raise ValueError(f"LocalCluster needs at least one worker, got n_workers={n_workers}")
-        self.manager = manager or Manager(port=port, logdir=logdir)
-        self.names = [f"{prefix}-{i}" for i in range(n_workers)]
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self.port, self.mode, self.logdir = port, mode, logdir
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logdir = Path(tempfile.mkdtemp(prefix="chimera-local-logs-"))  # what each worker prints (see logs)
-        self._closed = False
-        self.manager._adopt(self)
-        env = {**os.environ, "CHIMERA_TOKEN": self.manager.token, "PYTHONUNBUFFERED": "1"}
-        try:
-            for name in self.names:
-                out = open(self._logdir / f"{name}.log", "wb")
-                self._procs.append(subprocess.Popen(
-                    [sys.executable, "-c", "from chimera_lab.worker import main; raise SystemExit(main())",
-                     "--ip", self.manager.host, "--port", str(self.manager.port), "--name", name,
-                     "--mode", mode,
-                     *(["--data-dir", str(Path(data_dir) / name)] if data_dir is not None else [])],
-                    env=env, stdout=out, stderr=subprocess.STDOUT))
-                out.close()  # the child has its own copy
-            self._wait_connected(timeout)
-        except BaseException:
-            self.close()
-            raise
-
-    def _wait_connected(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            workers = self.manager.status()["workers"]
-            if all(workers.get(n, {}).get("state") == "connected" for n in self.names):
-                return
-            dead = [n for n, p in zip(self.names, self._procs, strict=True) if p.poll() is not None]
-            if dead:
-                raise ManagerError(f"LocalCluster: worker process(es) {', '.join(dead)} exited while starting")
-            if time.monotonic() > deadline:
-                raise ManagerError(f"LocalCluster: workers did not connect within {timeout:.0f} s")
-            time.sleep(0.02)
+        super().__init__(n_workers, manager, prefix=prefix, timeout=timeout)
 
     @property
-    def workers(self) -> list[str]:
+    def names(self) -> list[str]:
         """The names of this cluster's workers."""
-        return list(self.names)
+        return self.workers
 
-    @property
-    def worker_names(self) -> list[str]:
-        """The names of this cluster's workers (as for every launcher)."""
-        return list(self.names)
+    def _make_manager(self) -> Manager:
+        return Manager(port=self.port, logdir=self.logdir)
 
-    def logs(self, worker: str, tail: int | None = 200) -> str:
-        """What worker `worker`'s process printed (the last `tail` lines; all if None)."""
-        if worker not in self.names:
-            raise KeyError(f"no worker named {worker!r} in this LocalCluster; its workers: {', '.join(self.names)}")
+    def _grow(self, count: int) -> list[str]:
+        m = self.manager
+        env = {**os.environ, "CHIMERA_TOKEN": m.token, "PYTHONUNBUFFERED": "1"}
+        names = self._next_names(count)
+        for name in names:
+            with open(self._logdir / f"{name}.log", "wb") as out:  # the child keeps its own copy
+                self._procs[name] = subprocess.Popen(
+                    [sys.executable, "-c", "from chimera_lab.worker import main; raise SystemExit(main())",
+                     "--ip", m.host if m.host != "0.0.0.0" else "127.0.0.1", "--port", str(m.port), "--name", name,
+                     "--mode", self.mode,
+                     *(["--data-dir", str(self.data_dir / name)] if self.data_dir is not None else [])],
+                    env=env, stdout=out, stderr=subprocess.STDOUT)
+        return names
+
+    def _stop(self, names: list[str]) -> None:
+        procs = [self._procs[n] for n in names if n in self._procs]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()  # SIGTERM: the worker ends its nodes and says goodbye
+        for p in procs:
+            wait_or_kill(p, 10)
+
+    def _dead(self, names: list[str]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            p = self._procs.get(name)
+            if p is not None and (code := p.poll()) is not None:
+                out[name] = f"its process (pid {p.pid}) exited with code {code}"
+        return out
+
+    def _logs(self, worker: str, tail: int | None) -> str:
         try:
             lines = (self._logdir / f"{worker}.log").read_text(errors="replace").splitlines()
         except OSError:
             return ""
         return "\n".join(lines if tail is None else lines[-tail:])
 
-    def close(self, manager: bool = True) -> None:
-        """Shut the Manager down and make sure every worker process has ended."""
-        if self._closed:
-            return
-        self._closed = True
-        if manager:
-            self.manager.shutdown()
-        for p in self._procs:
-            wait_or_kill(p, 10)
+    def _describe(self, worker: str) -> dict[str, Any]:
+        p = self._procs.get(worker)
+        return {"pid": None if p is None else p.pid}
+
+    def _teardown(self) -> None:
+        self._stop(list(self._procs))  # after a Manager's shutdown they have exited already
         shutil.rmtree(self._logdir, ignore_errors=True)
-
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __copy__(self) -> LocalCluster:
-        return self  # a handle on running processes: a copy is the same cluster (scikit-learn's clone copies params)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> LocalCluster:
-        return self
-
-    def __repr__(self) -> str:
-        return f"<LocalCluster {self.manager.host}:{self.manager.port} workers={self.names}>"

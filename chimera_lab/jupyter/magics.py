@@ -53,11 +53,15 @@ def spread(graph: Graph, workers: list[str]) -> dict[str, list[str]]:
                "2 to 4; 0 with --docker)")
 @argument("--docker", "-d", type=int, default=0, metavar="N",
           help="also start N workers in Docker containers (image built once; CHIMERA_DOCKER_BASE_IMAGE picks the base)")
+@argument("--slurm", type=int, default=0, metavar="N",
+          help="also start N workers as Slurm jobs (SlurmCluster: 1 core, 2G, 1 h each; sbatch must reach slurmctld)")
+@argument("--swarm", type=int, default=0, metavar="N",
+          help="also start N workers as the replicas of a Docker Swarm service (SwarmCluster, on DOCKER_HOST's swarm)")
 @argument("--port", "-p", type=int, default=0, help="the Manager's port (default: any free port)")
 @argument("--mode", choices=("process", "thread"), default=None,
           help="one process per node, or threads (default: process, thread when memory is short)")
 def _up(line: str) -> None:
-    """Start a Manager in this kernel plus local (and Docker) workers; put `manager` in the namespace.
+    """Start a Manager in this kernel plus local (Docker, Slurm, Swarm) workers; put `manager` in the namespace.
 
     It sizes the cluster to what this kernel may use (cgroup limits count, as in Binder): the number of workers,
     how many messages an edge queues, the frame size of sources not told otherwise and, when memory is short,
@@ -165,7 +169,7 @@ class ChimeraMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.cluster: Any = None
+        self.up_manager: Any = None  # the Manager `up` started (its launchers hold the workers)
         self.sizing: Sizing | None = None  # what `up` chose for this machine
         self.widgets: list[Any] = []
         atexit.register(self.shutdown)  # kernel shutdown or restart ends what `up` started
@@ -214,16 +218,18 @@ class ChimeraMagics(Magics):
     @property
     def manager(self) -> Any:
         """The Manager `up` started; a UsageError if there is none."""
-        if self.cluster is None or self.cluster.manager.state == "shutdown":
+        if self.up_manager is None or self.up_manager.state == "shutdown":
             raise UsageError("no cluster: run %chimera up first")
-        return self.cluster.manager
+        return self.up_manager
 
     def do_up(self, args: Any) -> Any:
         from ..cluster import DockerCluster, LocalCluster
+        from ..cluster.slurm import SlurmCluster
+        from ..cluster.swarm import SwarmCluster
         from ..manager import Manager
 
-        if self.cluster is not None and self.cluster.manager.state != "shutdown":
-            m = self.cluster.manager
+        if self.up_manager is not None and self.up_manager.state != "shutdown":
+            m = self.up_manager
             print(f"reusing the cluster at {m.host}:{m.port} with workers {', '.join(m.workers)}")
             self.ns["manager"] = m
             return None
@@ -234,28 +240,27 @@ class ChimeraMagics(Magics):
                 except OSError:
                     raise UsageError(f"port {args.port} is in use: choose another with --port, or leave --port out "
                                      "to take a free one") from None
-        if (args.workers is not None and args.workers < 0) or args.docker < 0 \
-                or (args.workers == 0 and args.docker == 0):
-            raise UsageError("%chimera up needs at least one worker: --workers N (local processes) and/or --docker N")
-        workers = args.workers if args.workers is not None else (0 if args.docker else None)
-        sizing = size_cluster(detect(check_docker=not args.docker), workers=workers or args.docker or None,
+        elsewhere = {"docker": args.docker, "slurm": args.slurm, "swarm": args.swarm}
+        if (args.workers is not None and args.workers < 0) or any(n < 0 for n in elsewhere.values()) \
+                or (args.workers == 0 and not any(elsewhere.values())):
+            raise UsageError("%chimera up needs at least one worker: --workers N (local processes) and/or --docker N, "
+                             "--slurm N, --swarm N")
+        workers = args.workers if args.workers is not None else (0 if any(elsewhere.values()) else None)
+        sizing = size_cluster(detect(check_docker=not args.docker), workers=workers or sum(elsewhere.values()) or None,
                               mode=args.mode)
         local = sizing.workers if workers is None else workers
-        if local:
-            self.cluster = LocalCluster(local, port=args.port, mode=sizing.mode)
-        else:
-            self.cluster = DockerCluster(args.docker, mode=sizing.mode)
+        kinds = {"docker": DockerCluster, "slurm": SlurmCluster, "swarm": SwarmCluster}
+        m = Manager(port=args.port)
         try:
-            if local and args.docker:
-                self.cluster.manager.add_workers(DockerCluster(args.docker, mode=sizing.mode))
-            elif not local:
-                self.cluster.start(Manager(port=args.port))
+            if local:
+                m.add_workers(LocalCluster(local, mode=sizing.mode))
+            for kind, n in elsewhere.items():
+                if n:
+                    m.add_workers(kinds[kind](n, mode=sizing.mode))
         except BaseException:
-            cluster, self.cluster = self.cluster, None
-            if cluster.manager is not None:
-                cluster.manager.shutdown()
+            m.shutdown()
             raise
-        m = self.cluster.manager
+        self.up_manager = m
         m.queue_bound = sizing.queue_bound
         set_default_frame_size(*sizing.frame_size)
         self.sizing = sizing
@@ -269,7 +274,7 @@ class ChimeraMagics(Magics):
         return None
 
     def do_down(self, args: Any) -> None:
-        if self.cluster is None:
+        if self.up_manager is None:
             print("nothing to stop: %chimera up was not run")
             return
         self.shutdown()
@@ -283,11 +288,9 @@ class ChimeraMagics(Magics):
             except Exception:
                 pass
         self.widgets = []
-        if self.cluster is not None:
-            cluster, self.cluster = self.cluster, None
-            if cluster.manager is not None:
-                cluster.manager.shutdown()  # ends every launcher's workers, Docker containers too
-            cluster.close()
+        if self.up_manager is not None:
+            manager, self.up_manager = self.up_manager, None
+            manager.shutdown()  # ends every launcher's workers: processes, containers, jobs, services
 
     # -- the pipeline ------------------------------------------------------------------------------
     def _lookup(self, expr: str, what: str) -> Any:
@@ -386,7 +389,7 @@ class ChimeraMagics(Magics):
             graph = self._lookup(args.graph, "the graph")
             if not isinstance(graph, Graph):
                 raise UsageError(f"{args.graph!r} is a {type(graph).__name__}, not a chimera_lab.Graph")
-        up = self.cluster is not None and self.cluster.manager.state != "shutdown"
+        up = self.up_manager is not None and self.up_manager.state != "shutdown"
         return self._keep(GraphEditor(graph, manager=self.manager if up else None))
 
     def do_latency(self, args: Any) -> Any:
