@@ -48,7 +48,8 @@ class SwarmCluster(Launcher):
     ``SwarmCluster(n_workers=2, manager=None, docker_url=None, base_image=None, image=None, mem_limit=None,
     cpus=None, env=None)``
 
-    - ``docker_url`` (else ``DOCKER_HOST``, else the local socket): the engine of a swarm manager node.
+    - ``docker_url`` (else ``CHIMERA_SWARM_URL``, else ``DOCKER_HOST``, else the local socket): the engine of a swarm
+      manager node. ``CHIMERA_SWARM_URL`` lets DockerCluster and SwarmCluster use different engines.
     - ``image``: the worker image to run (default: the one DockerCluster builds, from ``base_image``).
     - ``mem_limit`` (``"512m"``, bytes) and ``cpus`` (e.g. ``0.5``): limits per replica.
     - ``manager_address``: where replicas reach the Manager (default 127.0.0.1 on a one-machine swarm).
@@ -63,7 +64,7 @@ class SwarmCluster(Launcher):
                  progress: bool = True) -> None:
         if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0):
             raise ValueError(f"SwarmCluster: cpus must be a positive number of CPUs per replica, got {cpus!r}")
-        self.docker_url = docker_url
+        self.docker_url = docker_url or os.environ.get("CHIMERA_SWARM_URL") or None
         self.base_image = base_image or os.environ.get("CHIMERA_DOCKER_BASE_IMAGE") or DEFAULT_BASE_IMAGE
         self.image = image
         self.image_built = False
