@@ -71,6 +71,7 @@ class Launcher:
         self._lock = threading.RLock()
         self._watcher: threading.Thread | None = None
         self._panel: Any = None
+        self._retiring: set[str] = set()  # being ended by scale: not lost
         if manager is not None:
             self.start(manager)
 
@@ -154,16 +155,18 @@ class Launcher:
 
     def _retire(self, names: list[str]) -> None:
         """End workers on purpose (scale down): not reported lost, and forgotten once gone."""
-        for name in names:
-            self.lost.pop(name, None)
-        self._stop(names)
-        deadline = time.monotonic() + 30
-        m = self.manager
-        while any(m.workers.get(n) is not None and m.workers[n].state == "connected" for n in names):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.worker_names = [n for n in self.worker_names if n not in names]
+        self._retiring.update(names)
+        try:
+            self._stop(names)
+            deadline = time.monotonic() + 30
+            m = self.manager
+            while any(m.workers.get(n) is not None and m.workers[n].state == "connected" for n in names):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.worker_names = [n for n in self.worker_names if n not in names]
+        finally:
+            self._retiring.difference_update(names)
 
     @property
     def alive(self) -> list[str]:
@@ -302,7 +305,7 @@ class Launcher:
 
     def _report_lost(self, name: str, why: str) -> None:
         """Worker `name` was seen to end (not retired): tell the Manager now, with the engine's reason."""
-        if self._closing.is_set() or name in self.lost or name not in self.worker_names:
+        if self._closing.is_set() or name in self.lost or name in self._retiring or name not in self.worker_names:
             return
         self.lost[name] = why
         log.error("%s: worker %r ended: %s", type(self).__name__, name, why)
