@@ -53,6 +53,7 @@ class Launcher:
 
     kind: ClassVar[str] = "launcher"  #: the name the launcher is registered under (``chimera_lab.launchers``)
     poll_interval: ClassVar[float] = 0.5  #: seconds between looks for dead workers (see ``_dead``)
+    error: ClassVar[type[Exception]] = LauncherError  #: what start/scale raise when workers do not come
 
     def __init__(self, n_workers: int = 1, manager: Manager | None = None, *, prefix: str | None = None,
                  timeout: float = 60.0) -> None:
@@ -186,10 +187,10 @@ class Launcher:
                 return
             dead = {**self._dead(waiting), **{n: self.lost[n] for n in waiting if n in self.lost}}
             for name, why in dead.items():
-                raise LauncherError(f"{type(self).__name__}: worker {name!r} ended while starting: {why}"
+                raise self.error(f"{type(self).__name__}: worker {name!r} ended while starting: {why}"
                                     f"{'' if 'the end of its log' in why else self._log_tail(name)}")
             if time.monotonic() > deadline:
-                raise LauncherError(f"{type(self).__name__}: worker(s) {', '.join(waiting)} did not join the Manager "
+                raise self.error(f"{type(self).__name__}: worker(s) {', '.join(waiting)} did not join the Manager "
                                     f"at {m.host}:{m.port} within {timeout:.0f} s{self._waiting_hint(waiting)}"
                                     f"{self._log_tail(waiting[0])}")
             time.sleep(0.1)

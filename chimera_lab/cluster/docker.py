@@ -135,6 +135,7 @@ class DockerCluster(Launcher):
     """
 
     kind = "docker"
+    error = DockerError
 
     def __init__(self, n_workers: int = 2, manager: Manager | None = None, base_image: str | None = None,
                  cpu_shares: int | Sequence[int] | None = None, mem_limit: str | int | Sequence[Any] | None = None,

@@ -106,6 +106,7 @@ class SlurmCluster(Launcher):
     """
 
     kind = "slurm"
+    error = SlurmError
 
     def __init__(self, jobs: int = 1, cores: int = 1, memory: str | None = "2G", walltime: str = "01:00:00",
                  partition: str | None = None, job_extra: Sequence[str] = (), manager: Manager | None = None, *,

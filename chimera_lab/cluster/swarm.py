@@ -56,6 +56,7 @@ class SwarmCluster(Launcher):
     """
 
     kind = "swarm"
+    error = SwarmError
 
     def __init__(self, n_workers: int = 2, manager: Manager | None = None, docker_url: str | None = None,
                  base_image: str | None = None, image: str | None = None, mem_limit: str | int | None = None,
