@@ -777,6 +777,7 @@ class Manager:
         try:
             self.reset(timeout)
         finally:
+            self.state = "shutting down"  # workers that exit from here on were told to: launchers do not report them
             done = threading.Event()
 
             def bye() -> None:

@@ -308,6 +308,8 @@ class Launcher:
         """Worker `name` was seen to end (not retired): tell the Manager now, with the engine's reason."""
         if self._closing.is_set() or name in self.lost or name in self._retiring or name not in self.worker_names:
             return
+        if self._manager is not None and self._manager.state in ("shutting down", "shutdown"):
+            return  # the Manager told its workers to exit
         self.lost[name] = why
         log.error("%s: worker %r ended: %s", type(self).__name__, name, why)
         if self._manager is not None:

@@ -136,10 +136,20 @@ class SwarmCluster(Launcher):
             raise SwarmError(f"the swarm refused the workers' service: {_short(exc)}") from None
 
     def _grow(self, count: int) -> list[str]:
-        first = self._replicas + 1
+        known = set(self.worker_names)
         self._replicas += count
         self._update(self._replicas)
-        return [f"{self.prefix}-{slot}" for slot in range(first, self._replicas + 1)]
+        deadline = time.monotonic() + self.timeout
+        while True:  # the swarm numbers the new replicas' slots: read them back
+            tasks = self._look()
+            new = sorted((n for n, t in tasks.items() if n not in known and t.get("DesiredState") == "running"
+                          and (t.get("Status") or {}).get("State") not in ENDED), key=lambda n: int(n.rsplit("-")[-1]))
+            if len(new) >= count:
+                return new[:count]
+            if time.monotonic() > deadline:
+                raise SwarmError(f"the swarm made {len(new)} of {count} new replicas within {self.timeout:.0f} s; "
+                                 f"docker service ps {self.service.name} says why")
+            time.sleep(0.1)
 
     def _update(self, replicas: int) -> None:
         import docker
