@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw_pyzmq  # noqa: E402
 from docker_workers import measure_docker  # noqa: E402
+from launchers import measure_launchers  # noqa: E402
 from ml import measure_ml  # noqa: E402
 
 import chimera_lab as cp  # noqa: E402
@@ -362,6 +363,7 @@ def main() -> int:
     rows += measure_browser(args.quick)
     rows += measure_ml(args.quick)
     rows += measure_docker(args.quick)
+    rows += measure_launchers(args.quick)
     print()
     print(markdown(rows))
     path = Path(args.json)

@@ -169,6 +169,56 @@ def test_smoke_anywidget_renders_and_syncs(lab: JupyterLab, page: Any) -> None:
     assert page.locator("button.chimera-smoke-counter").count() == 1
 
 
+LAUNCHER = "div.chimera-launcher-panel"
+LAUNCHER_CELL = "import chimera_lab as cp\n\ncluster = cp.LocalCluster(1).start()\ncluster  # shown as its panel"
+
+
+def _launcher_row(name: str, state: str) -> str:
+    return f"{LAUNCHER} tr.chimera-launcher-worker[data-name='{name}'][data-state='{state}']"
+
+
+@pytest.mark.timeout(300)
+def test_launcher_panel_shows_workers_and_scales_with_plus(lab: JupyterLab, page: Any) -> None:
+    """A displayed LocalCluster is its panel: the worker's row, "+" brings a second connected worker, and Close
+    (once confirmed) ends the launcher."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(LAUNCHER_CELL)]
+    nbformat.write(nb, lab.notebook_dir / "launcher-panel.ipynb")
+    open_notebook(page, lab, "launcher-panel.ipynb")
+    try:
+        run_all_and_wait(page, timeout=120_000)
+        page.locator(_launcher_row("local-0", "connected")).wait_for(state="visible", timeout=30_000)
+        header = page.locator(f"{LAUNCHER} .chimera-launcher-header").inner_text()
+        assert "LocalCluster" in header and "running" in header and "1 of 1 worker connected" in header, header
+        assert page.locator(f"{LAUNCHER} tr.chimera-launcher-worker").count() == 1
+        pid = page.locator(f"{_launcher_row('local-0', 'connected')} td[data-column='pid']").inner_text()
+        assert pid == kernel_eval(page, "print(cluster.status()['workers']['local-0']['pid'])")
+
+        page.locator(f"{LAUNCHER} button.chimera-launcher-plus").click()
+        page.locator(_launcher_row("local-1", "connected")).wait_for(state="visible", timeout=60_000)
+        page.wait_for_function(
+            "(sel) => { const m = document.querySelector(sel + ' .chimera-launcher-message');"
+            "           return m?.dataset.ok === 'true' && m.textContent.includes('scaled to 2 workers')"
+            "                  && !document.querySelector(sel + ' button.chimera-launcher-plus').disabled; }",
+            arg=LAUNCHER, timeout=30_000)
+        assert "2 of 2 workers connected" in page.locator(f"{LAUNCHER} .chimera-launcher-count").inner_text()
+        assert kernel_eval(page, "print(cluster.alive)") == "['local-0', 'local-1']"
+
+        page.locator(f"{LAUNCHER} button.chimera-launcher-close").click()  # asks first
+        confirm = page.locator(f"{LAUNCHER} .chimera-launcher-confirm")
+        confirm.wait_for(state="visible")
+        assert "End 2 workers and shut down the Manager" in confirm.inner_text()
+        assert kernel_eval(page, "print(cluster.closed)") == "False"
+        confirm.locator("button.chimera-launcher-confirm-yes").click()
+        wait_until(lambda: kernel_eval(page, "print(cluster.closed, cluster.manager.state)") == "True shutdown", 60,
+                   "the panel's Close to end the launcher and its Manager")
+        assert kernel_eval(page, "print(cluster._panel.closed)") == "True"
+    finally:
+        with contextlib.suppress(Exception):
+            kernel_eval(page, "cluster.close()", timeout=60_000)
+
+
 FRAME = "div.chimera-frameview img.chimera-frame"
 
 

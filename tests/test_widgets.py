@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pipeline_nodes
 import pytest
-from conftest import Cluster, wait_until
+from conftest import Cluster, pid_alive, wait_until
 
 import chimera_lab as cp
 from chimera_lab.jupyter import widgets as W
+from chimera_lab.jupyter.launcher_panel import LauncherPanel
 from chimera_lab.nodes import NullSink, TestPatternSource
 
 REPO = Path(__file__).resolve().parent.parent
@@ -485,7 +486,8 @@ def test_widgets_load_their_bundles() -> None:
     from chimera_lab.jupyter.graph_view import GraphView
 
     for cls, name in ((W.FrameView, "frame_view"), (W.LiveChart, "live_chart"), (W.LogView, "log_view"),
-                      (W.ClusterPanel, "cluster_panel"), (GraphView, "graph_view")):
+                      (W.ClusterPanel, "cluster_panel"), (GraphView, "graph_view"),
+                      (LauncherPanel, "launcher_panel")):
         assert cls._esm == (W.STATIC / f"{name}.js").read_text()
         assert cls._css == (W.STATIC / "chimera.css").read_text()
 
@@ -497,7 +499,7 @@ def test_static_bundles_are_up_to_date(tmp_path: Path) -> None:
     spec.loader.exec_module(build)
     written = build.build(tmp_path)
     assert {p.name for p in written} == {"frame_view.js", "live_chart.js", "log_view.js", "cluster_panel.js",
-                                         "graph_view.js", "chimera.css"}
+                                         "graph_view.js", "launcher_panel.js", "chimera.css"}
     for path in written:
         shipped = W.STATIC / path.name
         assert shipped.read_bytes() == path.read_bytes(), f"{shipped} is stale: run `python widgets/build.py`"
@@ -505,7 +507,136 @@ def test_static_bundles_are_up_to_date(tmp_path: Path) -> None:
         assert not any(line.lstrip().startswith("import ") for line in text.splitlines())  # self-contained
         assert "http://" not in text and "https://" not in text  # nothing from a CDN
     for name, cls in (("frame_view", "chimera-frameview"), ("live_chart", "chimera-livechart"),
-                      ("log_view", "chimera-logview"), ("cluster_panel", "chimera-panel")):
+                      ("log_view", "chimera-logview"), ("cluster_panel", "chimera-panel"),
+                      ("launcher_panel", "chimera-launcher chimera-launcher-panel")):
         assert f'"{cls}"' in (W.STATIC / f"{name}.js").read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'chimera_lab = ["jupyter/static/*"]' in pyproject
+
+
+# ------------------------------------------------------------------------------------------------------------
+# LauncherPanel
+# ------------------------------------------------------------------------------------------------------------
+def command_done(panel: LauncherPanel, after: int) -> bool:
+    """Whether the panel has reported the outcome of a command sent after report number `after`."""
+    last = panel.last_command
+    return last.get("seq", 0) > after and last.get("ok") is not None
+
+
+def test_launcher_panel_lists_workers_and_scales_up_and_down() -> None:
+    with cp.LocalCluster(1) as lc:
+        m = lc.manager
+        panel = LauncherPanel(lc)
+        try:
+            snap = panel.snapshot
+            assert snap["type"] == "LocalCluster" and snap["kind"] == "local" and snap["state"] == "running"
+            assert snap["requested"] == 1 and snap["connected"] == 1 and snap["live"] == 1
+            assert snap["manager"] == f"{m.host}:{m.port}" and snap["owns_manager"] is True
+            assert list(snap["workers"]) == ["local-0"] and snap["columns"] == ["pid"]
+            assert snap["workers"]["local-0"]["state"] == "connected" and snap["workers"]["local-0"]["reason"] is None
+
+            t0 = time.monotonic()
+            front(panel, type="command", cmd="scale", n=2)
+            assert time.monotonic() - t0 < 0.2  # the comm handler never waits for the workers
+            assert panel.last_command["ok"] is None and panel.last_command["n"] == 2
+            front(panel, type="command", cmd="scale", n=3)  # one command at a time
+            assert panel.last_command["ok"] is False and panel.last_command["n"] == 3
+            assert panel.last_command["error"] == "another command is still running"
+            wait_until(lambda: command_done(panel, 2), 60, "the scale to 2")
+            assert {k: v for k, v in panel.last_command.items() if k != "seq"} == \
+                {"cmd": "scale", "n": 2, "ok": True, "error": None}
+            assert lc.alive == ["local-0", "local-1"]
+            # shown before the outcome is reported: when the front end hears "done", its table agrees
+            assert panel.snapshot["connected"] == 2 and panel.snapshot["requested"] == 2
+            assert panel.snapshot["workers"]["local-1"]["state"] == "connected"
+            pid = panel.snapshot["workers"]["local-1"]["pid"]
+            assert isinstance(pid, int) and pid_alive(pid)
+
+            seq = panel.last_command["seq"]
+            front(panel, type="command", cmd="scale", n=1)
+            wait_until(lambda: command_done(panel, seq), 60, "the scale down to 1")
+            assert panel.last_command["ok"] is True and panel.last_command["n"] == 1
+            assert lc.alive == ["local-0"]
+            assert list(panel.snapshot["workers"]) == ["local-0"] and panel.snapshot["connected"] == 1
+            wait_until(lambda: not pid_alive(pid), 10, "the retired worker's process to end")
+        finally:
+            panel.close()
+        assert panel._on_event not in m._subscribers and not panel._refresher.thread.is_alive()
+
+
+def test_launcher_panel_refuses_bad_counts_and_unconfirmed_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    with cp.LocalCluster(1) as lc:
+        panel = LauncherPanel(lc)
+        calls: list[Any] = []
+        monkeypatch.setattr(lc, "scale", lambda n: calls.append(n))
+        monkeypatch.setattr(lc, "close", lambda *a, **k: calls.append("close"))
+        try:
+            for n, says in ((-1, "number of workers >= 0, got -1"), (2.5, "whole number of workers, got 2.5"),
+                            ("2", "whole number of workers, got '2'"), (True, "whole number of workers, got True"),
+                            (None, "whole number of workers, got None"), (1001, "at most 1000 workers")):
+                front(panel, type="command", cmd="scale", n=n)
+                last = panel.last_command
+                assert last["cmd"] == "scale" and last["ok"] is False and says in last["error"], (n, last)
+                assert last["n"] == n
+            front(panel, type="command", cmd="close")  # a close must be confirmed
+            assert panel.last_command["ok"] is False and "confirm: true" in panel.last_command["error"]
+            front(panel, type="command", cmd="explode")
+            assert panel.last_command["ok"] is False and panel.last_command["error"] == "unknown command 'explode'"
+            front(panel, type="bogus")  # not a command: ignored
+            assert panel.last_command["cmd"] == "explode"
+            assert calls == [] and lc.alive == ["local-0"] and lc.n_workers == 1
+            assert lc.manager.workers["local-0"].state == "connected"
+        finally:
+            panel.close()
+
+
+def test_launcher_panel_close_command_ends_the_launcher() -> None:
+    lc = cp.LocalCluster(1)
+    try:
+        m = lc.manager
+        pid = lc.status()["workers"]["local-0"]["pid"]
+        panel = LauncherPanel(lc)
+        front(panel, type="command", cmd="close", confirm=True)
+        wait_until(lambda: lc.closed and panel.closed, 60, "the launcher and its panel to close")
+        assert m.state == "shutdown"  # it made its own Manager: that goes too
+        wait_until(lambda: not pid_alive(pid), 10, "the worker's process to end")
+        assert not panel._refresher.thread.is_alive() and panel._on_event not in m._subscribers
+    finally:
+        lc.close()
+
+
+def test_launcher_panel_html_fallback_and_closes_with_the_launcher() -> None:
+    lc = cp.LocalCluster(1)
+    try:
+        m = lc.manager
+        data, _ = lc._repr_mimebundle_()
+        panel = lc._panel
+        assert isinstance(panel, LauncherPanel)
+        assert "application/vnd.jupyter.widget-view+json" in data and "text/plain" in data
+        html = data["text/html"]
+        assert "LocalCluster" in html and "local-0" in html and "connected" in html and "<script" not in html
+        assert html == lc._repr_html_()
+        again, _ = lc._repr_mimebundle_()  # displayed twice: the same panel
+        assert again["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.model_id
+        assert panel._on_event in m._subscribers
+        by_hand = LauncherPanel(lc)  # not the launcher's own: it notices the close by itself
+    finally:
+        lc.close()
+    assert panel.closed and not panel._refresher.thread.is_alive() and panel._on_event not in m._subscribers
+    wait_until(lambda: by_hand.closed, 5, "a hand-made panel to close with its launcher")
+    by_hand._refresher.thread.join(2)
+    assert not by_hand._refresher.thread.is_alive()
+    assert by_hand.snapshot["state"] == "closed"
+
+
+def test_launcher_panel_of_a_launcher_not_started() -> None:
+    lc = cp.LocalCluster(1)
+    panel = LauncherPanel(lc)
+    try:
+        assert panel.snapshot["state"] == "not started" and panel.snapshot["manager"] is None
+        assert panel.snapshot["workers"] == {} and not lc.started  # showing it does not start it
+        assert "no workers" in panel._html()
+    finally:
+        panel.close()
+        lc.close()
+    assert not lc.started

@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE.parent / "chimera_lab" / "jupyter" / "static"
-WIDGETS = ("frame_view", "live_chart", "log_view", "cluster_panel", "graph_view")
+WIDGETS = ("frame_view", "live_chart", "log_view", "cluster_panel", "graph_view", "launcher_panel")
 CSS = "chimera.css"
 
 _COMMON_IMPORT = re.compile(r'^import\s*\{([^}]*)\}\s*from\s*["\']\./common\.js["\'];?[ \t]*$', re.M)

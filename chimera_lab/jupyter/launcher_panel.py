@@ -87,6 +87,7 @@ class LauncherPanel(_Widget):
         self._report_lock = threading.Lock()
         self._last_push = 0.0
         self._sub_lock = threading.Lock()
+        self._push_lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._subscribe()
         self._refresher = _Every("chimera-launcher-panel-refresh", 1.0, self._refresh)
@@ -108,12 +109,17 @@ class LauncherPanel(_Widget):
         if wait > 0:
             time.sleep(wait)
         self._subscribe()
-        snap = launcher_snapshot(self.launcher)
-        if snap != self.snapshot and not self._closed:
-            self.snapshot = snap
-            self._last_push = time.monotonic()
+        self._push()
         if self.launcher.closed and not self._closed:  # a panel made by hand: Launcher.close closes only its own
             self.close()
+
+    def _push(self) -> None:
+        """Set `snapshot` to the launcher's state now, if that differs (one thread at a time: newest wins)."""
+        with self._push_lock:
+            snap = launcher_snapshot(self.launcher)
+            if snap != self.snapshot and not self._closed:
+                self.snapshot = snap
+                self._last_push = time.monotonic()
 
     # -- commands from the front end --------------------------------------------------------------------
     def _report(self, **result: Any) -> None:
@@ -125,8 +131,7 @@ class LauncherPanel(_Widget):
             self.last_command = {**result, "seq": self._seq}
 
     def _on_message(self, content: dict[str, Any]) -> None:
-        """Front end -> kernel: {type: "command", cmd: "scale", n: int} or {type: "command", cmd: "close",
-        confirm: true}."""
+        """Front end -> kernel: {type: "command", cmd: "scale", n} or {..., cmd: "close", confirm: true}."""
         if content.get("type") != "command":
             return
         cmd = content.get("cmd")
@@ -149,21 +154,25 @@ class LauncherPanel(_Widget):
                          daemon=True).start()
 
     def _run_command(self, cmd: str, arg: Any) -> None:
-        """Run one command (the busy lock is held) and report how it went."""
+        """Run one command, push the snapshot, then report (so the table agrees once the front end hears)."""
         ok, error = True, None
         try:
-            if cmd == "scale":
-                self.launcher.scale(arg)
-            else:
-                self.launcher.close()
-        except Exception as exc:
-            ok, error = False, str(exc) or type(exc).__name__
-            log.info("LauncherPanel: %s failed: %s", cmd, error)
+            try:
+                if cmd == "scale":
+                    self.launcher.scale(arg)
+                else:
+                    self.launcher.close()
+            except Exception as exc:
+                ok, error = False, str(exc) or type(exc).__name__
+                log.info("LauncherPanel: %s failed: %s", cmd, error)
+            try:
+                if not self._closed:
+                    self._push()
+            except Exception:
+                log.exception("LauncherPanel: showing the launcher after %s failed", cmd)
+            self._report(cmd=cmd, **({"n": arg} if cmd == "scale" else {}), ok=ok, error=error)
         finally:
             self._busy.release()
-        self._report(cmd=cmd, **({"n": arg} if cmd == "scale" else {}), ok=ok, error=error)
-        if not self._closed:
-            self._refresher.wake()
 
     # -- the rest -------------------------------------------------------------------------------------------
     def close(self) -> None:

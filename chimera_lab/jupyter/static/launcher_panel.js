@@ -177,8 +177,7 @@ function render({ model, el }) {
 
   function askClose(ask) {
     const s = snap();
-    const n = Object.keys(s.workers || {}).length;
-    confirmText.textContent = `End ${plural(n, "worker")}` +
+    confirmText.textContent = `End ${plural(live(), "worker")}` +
       (s.owns_manager && s.manager ? ` and shut down the Manager at ${s.manager}?` : "?");
     confirm.hidden = !ask;
     closeButton.hidden = ask;
