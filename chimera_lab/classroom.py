@@ -261,6 +261,14 @@ class Result:
         return not self.problems
 
 
+def _no_slurm(base: Path) -> Path:
+    """A slurm.conf whose controller is nowhere (port 1 on 127.0.0.1): Slurm's commands answer 'DOWN' at once."""
+    conf = base / "no-slurm.conf"
+    conf.write_text("ClusterName=classroom\nSlurmctldHost=nowhere(127.0.0.1)\nSlurmctldPort=1\n"
+                    "NodeName=nowhere NodeAddr=127.0.0.1 CPUs=1\nPartitionName=none Nodes=nowhere Default=YES\n")
+    return conf
+
+
 def check(notebooks: list[Path], memory_limit: int = 2 * GB, memory_budget: int = 3 * GB // 2,
           time_budget: float = 120.0, docker: bool = False, workdir: Path | None = None,
           python: str = sys.executable, quiet: bool = False) -> tuple[list[Result], dict[str, Any]]:
@@ -270,11 +278,13 @@ def check(notebooks: list[Path], memory_limit: int = 2 * GB, memory_budget: int 
     for d in (home, work, outdir):
         d.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JUPYTER", "CHIMERA_DOCKER", "PYTHONPATH", "VIRTUAL_ENV", "MPLBACKEND"))}
+           if not k.startswith(("JUPYTER", "CHIMERA_DOCKER", "CHIMERA_SWARM", "PYTHONPATH", "VIRTUAL_ENV",
+                                "MPLBACKEND"))}
     env.update(HOME=str(home), PATH=f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}",
                PYTHONUNBUFFERED="1")
     if not docker:
         env["DOCKER_HOST"] = f"unix://{base}/no-docker-engine.sock"  # as in a classroom: no engine to reach
+        env["SLURM_CONF"] = str(_no_slurm(base))  # nor a Slurm controller
     setup = {"memory_limit": memory_limit, "memory_budget": memory_budget, "time_budget": time_budget,
              "docker": docker, "python": python, "workdir": str(base), "method": ""}
     results = []

@@ -91,6 +91,11 @@ class Launcher:
         return self._manager is not None
 
     @property
+    def owns_manager(self) -> bool:
+        """Whether this launcher made its Manager (and so shuts it down on close)."""
+        return self._own_manager
+
+    @property
     def closed(self) -> bool:
         """Whether `close` ran."""
         return self._closed

@@ -54,7 +54,7 @@ def launcher_snapshot(launcher: Launcher) -> dict[str, Any]:
             "connected": sum(1 for w in workers.values() if w["state"] == "connected"),
             "live": len(launcher.alive),
             "columns": columns,
-            "owns_manager": bool(getattr(launcher, "_own_manager", False)),
+            "owns_manager": launcher.owns_manager,
             "max_workers": MAX_WORKERS}
 
 
