@@ -545,7 +545,7 @@ def test_which_engines_are_remote_and_a_loopback_manager_is_refused_for_them() -
     assert _engine_host("ssh://me@lab-pc") == "lab-pc" and _engine_host("tcp://10.0.0.5:2376") == "10.0.0.5"
     with cp.Manager(port=0) as m:  # listens on 127.0.0.1 only
         cluster = DockerCluster(1)
-        cluster.manager = m
+        cluster._manager = m  # (as start() sets it; no engine is reached)
         with pytest.raises(cp.DockerError, match="runs on lab-pc, whose containers cannot reach a Manager listening on "
                                                  r"127\.0\.0\.1: create the Manager with host='0\.0\.0\.0'"):
             cluster._network("lab-pc")  # decided before any container is made: nothing is sent anywhere

@@ -151,6 +151,67 @@ EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
                    r"with invert on local-1", re.M),
         re.compile(r"^cluster stopped", re.M),
     ],
+    # runs with Slurm and a swarm (CI: `scontrol ping` UP, CHIMERA_SWARM_URL) and without (a classroom): a line that
+    # needs an engine has an alternative saying there is none
+    "08-cluster-engines.ipynb": [
+        "text/html",  # the launchers' panels (a widget with an HTML copy, or the HTML table alone)
+        re.compile(r"^launchers installed: .*\bdocker\b.*\blocal\b.*\bslurm\b.*\bswarm\b", re.M),
+        re.compile(r"^Manager at 127\.0\.0\.1:\d+ with 1 local worker: \['local-0'\]$", re.M),
+        re.compile(r"^after the with block: the launcher is closed, its own Manager shutdown; ours is idle with "
+                   r"\['local-0'\]$", re.M),  # the ownership rule
+        # Slurm
+        re.compile(r"^Slurm here: (yes \(.* is UP\)|no \(.+\)\.)$", re.M),
+        *(re.compile(rf"^#SBATCH --{option}$", re.M) for option in ("cpus-per-task=1", "mem=1G", "time=00:20:00")),
+        re.compile(r"^the Manager's token in the job script: False$", re.M),
+        re.compile(r"^slurm workers: (\['slurm-0', 'slurm-1'\] in jobs \d+, \d+, joined in [\d.]+ s|none\.)", re.M),
+        re.compile(r"^(the token in slurm-0's job script: False; in the script Slurm stored for job \d+: False$|"
+                   r"slurm workers: none)", re.M),
+        re.compile(r"^pipeline: ([1-9]\d* frames from edges on slurm-1 to edge_stats on local-0; the camera on "
+                   r"slurm-0|not run \(no Slurm here\))", re.M),
+        re.compile(r"^scancel: (slurm-1 \(job \d+\) reported lost (\d{1,3}|[1-4]\d{3}) ms after the scancel|"
+                   r"no Slurm here)", re.M),  # the squeue watcher: within a few polls (0.5 s each)
+        re.compile(r"^reason: (\(would be\) )?its Slurm job (\d+|<id>) is CANCELLED$", re.M),
+        re.compile(r"^after the scancel: (blur_stats received [1-9]\d* more frames|nothing was cancelled)", re.M),
+        re.compile(r"^(the jobs: .*'slurm-1': \('\d+', 'CANCELLED', 'lost'\)|after the scancel: nothing was "
+                   r"cancelled)", re.M),
+        re.compile(r"^memory='2 GB': ValueError: SlurmCluster: memory='2 GB' is not a Slurm size", re.M),
+        re.compile(r"^partition='nope': (SlurmError: Slurm has no partition 'nope'; its partitions: \w|no Slurm here)",
+                   re.M),
+        re.compile(r"^(memory='64T': SlurmError: Slurm refused memory='64T' per job|partition='nope': no Slurm)",
+                   re.M),
+        re.compile(r"^after close: squeue --me lists (0 of its 2 jobs|none of its jobs: none were submitted)", re.M),
+        # Docker Swarm
+        re.compile(r"^Swarm here: (yes|no) \(", re.M),
+        re.compile(r"^swarm workers: (\['swarm-1', 'swarm-2'\], the replicas of the service chimera-[0-9a-f]{12}|"
+                   r"none\.)", re.M),
+        re.compile(r"^(image: chimera-lab-worker:[0-9a-f]{16} \((built now|found: built before)|swarm workers: none)",
+                   re.M),
+        re.compile(r"^pipeline: ([1-9]\d* frames from edges on swarm-2 to edge_stats on local-0; the camera on "
+                   r"swarm-1|not run \(no swarm here\))", re.M),
+        re.compile(r"^kill: (swarm-2 \(container chimera-[0-9a-f]{12}\.2\.\w+\) reported lost (\d{1,3}|[1-4]\d{3}) ms "
+                   r"after the kill|no swarm here)", re.M),
+        re.compile(r"^reason: (\(would be\) )?its swarm task \S+ is failed \(task: non-zero exit \(137\)\), exit code "
+                   r"137$", re.M),
+        re.compile(r"^(after the kill: blur_stats received [1-9]\d* more frames; node states: .*'edges': 'lost'|"
+                   r"kill: no swarm here)", re.M),
+        re.compile(r"^after scale\(2\): (\['swarm-1', 'swarm-\d+'\] live|nothing to scale \(no swarm here\))", re.M),
+        re.compile(r"^after close: services left with (label chimera-lab\.cluster=[0-9a-f]{12}: 0, containers: 0, "
+                   r"secrets: 0$|the cluster's label: none were created)", re.M),
+        # Kubernetes: generated manifests, summarised
+        re.compile(r"^Kubernetes \(designed, untested against a live cluster\): kube\.manifests\(\) makes 8 objects "
+                   r"for 2 workers", re.M),
+        re.compile(r"^  Pod +cp-3f2a9c-worker-1$", re.M),
+        re.compile(r"^the token is in: Secret cp-3f2a9c-token \(", re.M),
+        # exercises
+        re.compile(r"^exercise 1: scale\(3\) -> \['local-0', 'local-1', 'local-2'\]; status: \{'local-0': "
+                   r"'connected', 'local-1': 'connected', 'local-2': 'connected'\}$", re.M),
+        re.compile(r"^exercise 1: scale\(1\) -> \['local-0'\]; status: \{'local-0': 'connected'\}; lost: \{\}$", re.M),
+        re.compile(r"^exercise 2: spare-0 \((its job \d+ cancelled\) is lost: its Slurm job \d+ is CANCELLED|its "
+                   r"process killed\) is lost: its process \(pid \d+\) exited with code -9)$", re.M),
+        re.compile(r"^    cp-worker 'spare-0' connected to the Manager at 127\.0\.0\.1:\d+$", re.M),  # manager.logs
+        re.compile(r"^exercise 3: cpus-per-task=4, mem=8G, time=02:00:00, partition=long, qos=normal$", re.M),
+        re.compile(r"^cluster stopped$", re.M),
+    ],
 }
 
 

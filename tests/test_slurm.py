@@ -210,3 +210,28 @@ def test_jobs_of_a_process_that_died_end_and_cleanup_cancels_what_is_left(tmp_pa
             assert active([live.jobs["slurm-0"]]) == [live.jobs["slurm-0"]]
     finally:
         wait_or_kill(proc, 1)
+
+
+def test_chimera_up_with_slurm_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "chimera_lab")
+    try:
+        ip.run_line_magic("chimera", "up --workers 1 --slurm 2")
+        m = ip.user_ns["manager"]
+        assert sorted(m.workers) == ["local-0", "slurm-0", "slurm-1"]
+        assert "with 3 workers (local-0, slurm-0, slurm-1)" in capsys.readouterr().out
+        (slurm,) = [launcher for launcher in m.launchers if isinstance(launcher, SlurmCluster)]
+        jobs = list(slurm.jobs.values())
+        assert active(jobs) == jobs
+        ip.run_line_magic("chimera", "down")
+        assert m.state == "shutdown" and active(jobs) == []
+        with pytest.raises(UsageError, match="needs at least one worker"):
+            ip.run_line_magic("chimera", "up --workers 0 --slurm 0")
+    finally:
+        ip.run_line_magic("chimera", "down")
+        InteractiveShell.clear_instance()

@@ -64,7 +64,7 @@ def leftovers(client: Any, cluster_id: str) -> list[str]:
     """Services, containers and secrets labelled with this cluster's id."""
     f = {"label": f"{LABEL}={cluster_id}"}
     return ([f"service {s.name}" for s in client.services.list(filters=f)]
-            + [f"container {c.name}" for c in client.containers.list(all=True, filters=f)]
+            + [f"container {c['Names'][0]}" for c in client.api.containers(all=True, filters=f)]
             + [f"secret {s.name}" for s in client.secrets.list(filters=f)])
 
 
@@ -124,7 +124,7 @@ def test_scale_up_and_down_and_back_after_a_loss(engine: Any) -> None:
         assert cluster.scale(3) == ["swarm-1", "swarm-2", "swarm-3"]
         assert all(m.workers[n].state == "connected" for n in cluster.alive)
         assert cluster.scale(2) == ["swarm-1", "swarm-2"] and cluster.lost == {}  # retired: not lost
-        wait_until(lambda: len(engine.containers.list(filters={"label": f"{LABEL}={cluster.id}"})) == 2, 15,
+        wait_until(lambda: len(engine.api.containers(filters={"label": f"{LABEL}={cluster.id}"})) == 2, 15,
                    "the retired replica's container to stop")
         cluster.container("swarm-1").kill()
         wait_until(lambda: "swarm-1" in cluster.lost, 3.0, "swarm-1 to be lost")
@@ -180,3 +180,25 @@ def test_cleanup_removes_what_a_killed_process_left(engine: Any) -> None:
             assert live.manager.workers["swarm-1"].state == "connected"
     finally:
         wait_or_kill(proc, 1)
+
+
+def test_chimera_up_with_swarm_workers(engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHIMERA_SWARM_URL", URL)  # where %chimera up --swarm finds the swarm
+    monkeypatch.setenv("CHIMERA_DOCKER_BASE_IMAGE", BASE)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "chimera_lab")
+    try:
+        ip.run_line_magic("chimera", "up --workers 1 --swarm 2")
+        m = ip.user_ns["manager"]
+        assert sorted(m.workers) == ["local-0", "swarm-1", "swarm-2"]
+        (swarm,) = [launcher for launcher in m.launchers if isinstance(launcher, SwarmCluster)]
+        cid = swarm.id
+        assert leftovers(engine, cid)
+        ip.run_line_magic("chimera", "down")
+        assert m.state == "shutdown" and leftovers(engine, cid) == []
+    finally:
+        ip.run_line_magic("chimera", "down")
+        InteractiveShell.clear_instance()

@@ -64,7 +64,7 @@ class Launcher:
         self.timeout = timeout
         self.worker_names: list[str] = []  #: workers this launcher started and has not retired (lost ones too)
         self.lost: dict[str, str] = {}  #: worker -> why the launcher saw it end
-        self.timings: dict[str, float] = {}  #: seconds: setup, ready (to the last scale-up), total
+        self.timings: dict[str, float] = {}  #: seconds: setup, ready (joining, at the last scale-up), total
         self._manager: Manager | None = None
         self._own_manager = False
         self._closed = False
@@ -148,9 +148,9 @@ class Launcher:
         with self._lock:
             alive = self.alive
             if n > len(alive):
-                t = time.perf_counter()
                 names = self._grow(n - len(alive))
                 self.worker_names += [name for name in names if name not in self.worker_names]
+                t = time.perf_counter()
                 self.wait_for_workers(names, self.timeout)
                 self.timings["ready"] = time.perf_counter() - t
             elif n < len(alive):
@@ -191,13 +191,14 @@ class Launcher:
             if not waiting:
                 return
             dead = {**self._dead(waiting), **{n: self.lost[n] for n in waiting if n in self.lost}}
-            for name, why in dead.items():
+            if dead:
+                name, why = next(iter(dead.items()))
                 raise self.error(f"{type(self).__name__}: worker {name!r} ended while starting: {why}"
-                                    f"{'' if 'the end of its log' in why else self._log_tail(name)}")
+                                 f"{'' if 'the end of its log' in why else self._log_tail(name)}")
             if time.monotonic() > deadline:
                 raise self.error(f"{type(self).__name__}: worker(s) {', '.join(waiting)} did not join the Manager "
-                                    f"at {m.host}:{m.port} within {timeout:.0f} s{self._waiting_hint(waiting)}"
-                                    f"{self._log_tail(waiting[0])}")
+                                 f"at {m.host}:{m.port} within {timeout:.0f} s{self._waiting_hint(waiting)}"
+                                 f"{self._log_tail(waiting[0])}")
             time.sleep(0.1)
 
     def logs(self, worker: str, tail: int | None = 200) -> str:

@@ -195,7 +195,8 @@ class SlurmCluster(Launcher):
             options.append(f"--mem={self.memory}")
         if self.partition is not None:
             options.append(f"--partition={self.partition}")
-        argv = [self.python, "-m", "chimera_lab.worker", "--ip", host, "--port", port, "--name", name,
+        argv = [self.python, "-c", "from chimera_lab.worker import main; raise SystemExit(main())",
+                "--ip", host, "--port", port, "--name", name,
                 "--mode", self.mode, "--timeout", "30"]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir / name)]

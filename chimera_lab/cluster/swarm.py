@@ -212,8 +212,13 @@ class SwarmCluster(Launcher):
         task = self._tasks.get(worker) or self._look().get(worker)
         if task is None:
             return None
-        found = self._client.containers.list(all=True, filters={"label": f"com.docker.swarm.task.id={task['ID']}"})
-        return found[0] if found else None
+        import docker
+
+        found = self._client.api.containers(all=True, filters={"label": f"com.docker.swarm.task.id={task['ID']}"})
+        try:
+            return self._client.containers.get(found[0]["Id"]) if found else None
+        except docker.errors.NotFound:  # removed in between
+            return None
 
     def container(self, worker: str) -> Any:
         """The docker SDK Container of a worker's replica (on this engine), to inspect or kill it."""
@@ -252,7 +257,8 @@ class SwarmCluster(Launcher):
                 pass
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the engine stops the replicas after the service is gone
-            if not self._client.containers.list(all=True, filters={"label": f"{LABEL}={self.id}"}):
+            # (the low-level call: containers.list inspects each one, which races their removal)
+            if not self._client.api.containers(all=True, filters={"label": f"{LABEL}={self.id}"}):
                 break
             time.sleep(0.2)
         if self.secret is not None:
