@@ -165,12 +165,10 @@ def _docker_ready(base_image: str, **kwargs: Any) -> tuple[float, DockerCluster,
 
 def _local_ready() -> float:
     """Seconds from LocalCluster(2) (given its Manager, as the DockerCluster is) to both workers joined."""
-    m = cp.Manager(port=0)
-    t0 = time.perf_counter()
-    cluster = LocalCluster(2, manager=m)
-    took = time.perf_counter() - t0
-    cluster.close()
-    return took
+    with cp.Manager(port=0) as m:
+        t0 = time.perf_counter()
+        m.add_workers(LocalCluster(2))
+        return time.perf_counter() - t0
 
 
 def _latency(m: cp.Manager, workers: list[str], node_dir: str, host_dir: Path, n: int) -> dict[str, np.ndarray]:

@@ -379,6 +379,16 @@ class Launcher:
             self._stop(list(self.worker_names))
 
 
+def log_tail(path: os.PathLike[str] | str, tail: int | None) -> str:
+    """The last `tail` lines (all if None) of a worker's log file; '' if it is not there (yet)."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines if tail is None else lines[-tail:])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # who made a worker: what crash cleanup goes by
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import Manager
-from .base import Launcher
+from .base import Launcher, log_tail
 
 
 def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> int:
@@ -84,11 +84,7 @@ class LocalCluster(Launcher):
         return out
 
     def _logs(self, worker: str, tail: int | None) -> str:
-        try:
-            lines = (self._logdir / f"{worker}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines if tail is None else lines[-tail:])
+        return log_tail(self._logdir / f"{worker}.log", tail)
 
     def _describe(self, worker: str) -> dict[str, Any]:
         p = self._procs.get(worker)

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..manager import Manager
 from ..worker import local_address_towards
-from .base import Launcher, LauncherError, owner_alive, owner_id
+from .base import Launcher, LauncherError, log_tail, owner_alive, owner_id
 
 __all__ = ["SlurmCluster", "SlurmError"]
 
@@ -282,15 +282,11 @@ class SlurmCluster(Launcher):
             time.sleep(0.2)
 
     def _logs(self, worker: str, tail: int | None) -> str:
-        try:
-            lines = (self.log_directory / f"{worker}.out").read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines if tail is None else lines[-tail:])
+        return log_tail(self.log_directory / f"{worker}.out", tail)
 
     def _describe(self, worker: str) -> dict[str, Any]:
         job = self.jobs.get(worker)
-        state, reason = self._states.get(job or "", ("", ""))
+        state = self._states.get(job or "", ("", ""))[0]
         return {"job": job, "job state": state or None}
 
     def _details(self) -> dict[str, Any]:
