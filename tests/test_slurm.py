@@ -139,6 +139,20 @@ def test_a_job_whose_worker_fails_is_lost_with_its_state_and_output() -> None:
         assert "connected to the Manager" in reason  # the end of its output
 
 
+def test_a_preempted_or_requeued_job_is_lost_and_does_not_come_back() -> None:
+    with cp.Manager(port=0, heartbeat_timeout=30) as m:
+        cluster = m.add_workers(SlurmCluster(jobs=2, memory="500M"))
+        job = cluster.jobs["slurm-1"]
+        subprocess.run(["scontrol", "requeue", job], check=True, timeout=20)  # what pre-emption with requeue does
+        t0 = time.monotonic()
+        wait_until(lambda: m.status()["workers"]["slurm-1"]["state"] == "lost", 3.0, "slurm-1 to be lost")
+        assert time.monotonic() - t0 < 3.0
+        assert f"its Slurm job {job} was pre-empted or requeued (now PENDING" in cluster.lost["slurm-1"]
+        wait_until(lambda: active([job]) == [], 10, "the requeued job to be cancelled")
+        assert m.status()["workers"]["slurm-0"]["state"] == "connected"
+        assert cluster.scale(2) == ["slurm-0", "slurm-2"]
+
+
 def test_a_job_that_fails_at_start_fails_the_launch_with_its_output(tmp_path: Path) -> None:
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'no chimera_lab in this environment' >&2\nexit 7\n")

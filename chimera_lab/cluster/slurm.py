@@ -40,6 +40,8 @@ __all__ = ["SlurmCluster", "SlurmError"]
 COMMENT = "chimera-lab"  # job comments are chimera-lab:<cluster id>:<owner>: what cleanup() goes by
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED", "SIGNALING",
           "STAGE_OUT", "RESV_DEL_HOLD", "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED")
+#: where a job that ran goes when it is pre-empted with requeue (or requeued by hand, or suspended)
+BACK_IN_QUEUE = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED")
 #: pending reasons that never clear by waiting: the job asks for what the partition cannot give
 HOPELESS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "ReqNodeNotAvail",
             "InvalidAccount", "InvalidQOS", "PartitionDown", "PartitionInactive", "NodeDown")
@@ -140,6 +142,7 @@ class SlurmCluster(Launcher):
         self._made_log_directory = False
         self.jobs: dict[str, str] = {}  #: worker name -> Slurm job id
         self._states: dict[str, tuple[str, str]] = {}  # job id -> (state, reason), from the last squeue
+        self._ran: set[str] = set()  # jobs seen running (one back in the queue was pre-empted or requeued)
         self._address = ""
         super().__init__(jobs, manager, prefix=prefix, timeout=timeout)
 
@@ -254,7 +257,14 @@ class SlurmCluster(Launcher):
             if job is None:
                 continue
             state, reason = states.get(job, ("GONE", ""))
-            if state == "PENDING" and reason in HOPELESS:
+            if state == "RUNNING":
+                self._ran.add(job)
+            if job in self._ran and state in BACK_IN_QUEUE:
+                out[name] = (f"its Slurm job {job} was pre-empted or requeued (now {state}, {reason}); it is "
+                             "cancelled so that it does not come back as a second worker: scale() starts a new one"
+                             f"{self._log_tail(name, 5)}")
+                _run(["scancel", job], check=False)
+            elif state == "PENDING" and reason in HOPELESS:
                 out[name] = (f"its Slurm job {job} can never start ({reason}): the partition cannot give what it asks "
                              f"(cores={self.cores}, memory={self.memory}, walltime={self.walltime}); ask for less")
                 _run(["scancel", job], check=False)
