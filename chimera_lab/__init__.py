@@ -1,6 +1,17 @@
 """chimera_lab: distributed data pipelines and distributed machine learning, Jupyter-first."""
 
-from .cluster import DockerCluster, DockerError, ImageBuildError, LocalCluster
+from .cluster import (
+    DockerCluster,
+    DockerError,
+    ImageBuildError,
+    Launcher,
+    LauncherError,
+    LocalCluster,
+    SlurmCluster,
+    SlurmError,
+    SwarmCluster,
+    SwarmError,
+)
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
 from .manager import CommitError, Manager, ManagerError, Tap, TaskError, send_by_value
@@ -38,11 +49,17 @@ __all__ = [
     "GraphEditor",
     "GraphError",
     "ImageBuildError",
+    "Launcher",
+    "LauncherError",
     "LocalCluster",
     "Manager",
     "ManagerError",
     "Node",
     "Session",
+    "SlurmCluster",
+    "SlurmError",
+    "SwarmCluster",
+    "SwarmError",
     "Tap",
     "TaskError",
     "Worker",

@@ -6,6 +6,8 @@ from .base import Launcher, LauncherError, available_launchers, launcher
 from .docker import DockerCluster
 from .image import DockerError, ImageBuildError
 from .local import LocalCluster
+from .slurm import SlurmCluster, SlurmError
+from .swarm import SwarmCluster, SwarmError
 
 __all__ = ["DockerCluster", "DockerError", "ImageBuildError", "Launcher", "LauncherError", "LocalCluster",
-           "available_launchers", "launcher"]
+           "SlurmCluster", "SlurmError", "SwarmCluster", "SwarmError", "available_launchers", "launcher"]
