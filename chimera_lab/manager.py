@@ -266,6 +266,8 @@ class Manager:
         out: Future[Any] = Future()
 
         def done(reply_fut: Future[dict[str, Any]]) -> None:
+            if not out.set_running_or_notify_cancel():
+                return  # the caller cancelled it (a fit that gave up on this worker): nobody wants the result
             reply = reply_fut.result()
             if reply.get("ok"):
                 try:

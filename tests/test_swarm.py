@@ -128,10 +128,13 @@ def test_scale_up_and_down_and_back_after_a_loss(engine: Any) -> None:
                    "the retired replica's container to stop")
         cluster.container("swarm-1").kill()
         wait_until(lambda: "swarm-1" in cluster.lost, 3.0, "swarm-1 to be lost")
-        assert cluster.scale(2) == ["swarm-2", "swarm-3"]  # a new replica in the slot scale(2) freed
-        assert m.workers["swarm-3"].state == "connected"
+        # a new replica: in the slot scale(2) freed, or in the lost one's (the swarm decides)
+        alive = cluster.scale(2)
+        assert alive in (["swarm-2", "swarm-3"], ["swarm-1", "swarm-2"]), alive
+        assert all(m.workers[n].state == "connected" for n in alive) and len(cluster.worker_names) in (2, 3)
         status = cluster.status()
-        assert status["workers"]["swarm-1"]["state"] == "lost" and status["details"]["service"] == cluster.service.name
+        assert [status["workers"][n]["state"] for n in alive] == ["connected", "connected"]
+        assert status["details"]["service"] == cluster.service.name
         cid = cluster.id
     assert leftovers(engine, cid) == []
 

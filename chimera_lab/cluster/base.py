@@ -149,6 +149,8 @@ class Launcher:
             alive = self.alive
             if n > len(alive):
                 names = self._grow(n - len(alive))
+                for name in names:  # (an engine may give a new worker a lost one's name: a swarm slot)
+                    self.lost.pop(name, None)
                 self.worker_names += [name for name in names if name not in self.worker_names]
                 t = time.perf_counter()
                 self.wait_for_workers(names, self.timeout)

@@ -38,6 +38,11 @@ TOKEN_FILE = "/run/secrets/chimera-token"
 ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
 
 
+def _version(task: dict[str, Any]) -> int:
+    """A task's version in the swarm's store: later tasks of a slot have higher ones."""
+    return int((task.get("Version") or {}).get("Index", 0))
+
+
 class SwarmError(LauncherError):
     """The swarm cannot run the workers' service; the message names the cause and the fix."""
 
@@ -136,14 +141,14 @@ class SwarmCluster(Launcher):
             raise SwarmError(f"the swarm refused the workers' service: {_short(exc)}") from None
 
     def _grow(self, count: int) -> list[str]:
-        known = set(self.worker_names)
+        before = {t["ID"] for t in self._look().values()}
         self._replicas += count
         self._update(self._replicas)
         deadline = time.monotonic() + self.timeout
-        while True:  # the swarm numbers the new replicas' slots: read them back
-            tasks = self._look()
-            new = sorted((n for n, t in tasks.items() if n not in known and t.get("DesiredState") == "running"
-                          and (t.get("Status") or {}).get("State") not in ENDED), key=lambda n: int(n.rsplit("-")[-1]))
+        while True:  # the swarm numbers the new replicas' slots (a new one, or a lost replica's): read them back
+            new = sorted((n for n, t in self._look().items() if t["ID"] not in before
+                          and t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") not in ENDED),
+                         key=lambda n: int(n.rsplit("-")[-1]))
             if len(new) >= count:
                 return new[:count]
             if time.monotonic() > deadline:
@@ -182,7 +187,7 @@ class SwarmCluster(Launcher):
         tasks: dict[str, dict[str, Any]] = {}
         for task in self.service.tasks():
             name = f"{self.prefix}-{task.get('Slot')}"
-            if name not in tasks or task.get("CreatedAt", "") > tasks[name].get("CreatedAt", ""):
+            if name not in tasks or _version(task) > _version(tasks[name]):
                 tasks[name] = task
         self._tasks = tasks
         return tasks
