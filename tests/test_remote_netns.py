@@ -86,6 +86,10 @@ def test_worker_on_another_host_joins_and_streams(far_host: tuple[str, str, str]
                 m.start()
                 report = tap.get(10).get("default")["value"]
             wait_until(lambda: node_metric(m, "where", "steps") > 20, 10, "data to cross both ways")
+            # latency is reported per window: measure one window past the start (connections being made, the
+            # first messages waiting for them) so the figure is the steady state's
+            start = node_metric(m, "where", "steps")
+            wait_until(lambda: node_metric(m, "where", "steps") > start + 150, 10, "1.5 s more of data")
             m.stop()
             met = m.metrics()
             assert report["cwd"] == str(workdir) and report["value"] % 2 == 0
