@@ -265,7 +265,7 @@ class ChimeraMagics(Magics):
         set_default_frame_size(*sizing.frame_size)
         self.sizing = sizing
         self.ns["manager"] = m
-        names = list(m.workers)
+        names = [name for launcher in m.launchers for name in launcher.alive]  # in the order they were asked for
         print(f"Manager at {m.host}:{m.port} with {len(names)} workers ({', '.join(names)}); "
               "`manager` is in the namespace")
         print(f"sized for {sizing.resources}: {sizing.settings}")
