@@ -195,8 +195,8 @@ def test_bad_input_gets_an_error_that_names_the_fix(tmp_path: Path, monkeypatch:
 
 
 def test_jobs_of_a_process_that_died_end_and_cleanup_cancels_what_is_left(tmp_path: Path) -> None:
-    """A kernel killed without closing: its queued job is cancelled by cleanup(); its running workers exit on
-    their own when the Manager stops answering. A live cluster's jobs are left alone."""
+    """A kernel killed without closing: cleanup() cancels its jobs (its running workers would also exit on their
+    own when the Manager stops answering) and removes their output folders. A live cluster's are left alone."""
     script = textwrap.dedent("""
         import threading, time
         import chimera_lab as cp
@@ -209,17 +209,19 @@ def test_jobs_of_a_process_that_died_end_and_cleanup_cancels_what_is_left(tmp_pa
         threading.Thread(target=m.add_workers, args=(queued,), daemon=True).start()
         while not queued.jobs:
             time.sleep(0.02)
-        print(c.jobs["slurm-0"], queued.jobs["queued-0"], flush=True)
+        print(c.jobs["slurm-0"], queued.jobs["queued-0"], c.log_directory, queued.log_directory, flush=True)
         time.sleep(600)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        running, queued = proc.stdout.readline().split()  # type: ignore[union-attr]
+        running, queued, *folders = proc.stdout.readline().split()  # type: ignore[union-attr]
         with SlurmCluster(jobs=1, memory="500M") as live:
             proc.kill()
             proc.wait(10)
             cancelled = SlurmCluster.cleanup()
-            assert queued in cancelled and live.jobs["slurm-0"] not in cancelled
+            assert {queued, running} <= set(cancelled) and live.jobs["slurm-0"] not in cancelled
+            assert not any(Path(f).exists() for f in folders)  # the dead process's job output, too
+            assert live.log_directory.is_dir()
             wait_until(lambda: active([running, queued]) == [], 30, "the dead process's jobs to end")
             assert active([live.jobs["slurm-0"]]) == [live.jobs["slurm-0"]]
     finally:

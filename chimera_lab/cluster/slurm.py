@@ -47,6 +47,14 @@ HOPELESS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadC
             "InvalidAccount", "InvalidQOS", "PartitionDown", "PartitionInactive", "NodeDown")
 _MEMORY = re.compile(r"^\d+[KMGT]?$")
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+OWNER_FILE = ".owner"  # in a log directory: the owner_id of the process whose cluster wrote it
+
+
+def log_root() -> Path:
+    """Where the default log directories are: ``~/.chimera_lab/slurm``."""
+    return Path.home() / ".chimera_lab" / "slurm"
+
+
 COMMAND_TIMEOUT = 20.0  # seconds any Slurm command may take (a missing slurm.conf makes them retry for 60 s)
 
 
@@ -137,8 +145,7 @@ class SlurmCluster(Launcher):
         self.job_name = job_name
         self.data_dir = None if data_dir is None else Path(data_dir).absolute()
         self.id = uuid.uuid4().hex[:10]
-        self.log_directory = Path(log_directory) if log_directory is not None else \
-            Path.home() / ".chimera_lab" / "slurm" / self.id
+        self.log_directory = Path(log_directory) if log_directory is not None else log_root() / self.id
         self._made_log_directory = False
         self.jobs: dict[str, str] = {}  #: worker name -> Slurm job id
         self._states: dict[str, tuple[str, str]] = {}  # job id -> (state, reason), from the last squeue
@@ -165,6 +172,7 @@ class SlurmCluster(Launcher):
         self.log_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._made_log_directory = True
         os.chmod(self.log_directory, 0o700)  # the jobs' output is for this user only
+        (self.log_directory / OWNER_FILE).write_text(owner_id())  # what cleanup() goes by after a crash
 
     def _manager_address(self) -> str:
         """Where the jobs reach the Manager, or a SlurmError if they cannot."""
@@ -312,17 +320,25 @@ class SlurmCluster(Launcher):
 
     @staticmethod
     def cleanup(everything: bool = False) -> list[str]:
-        """Cancel the jobs SlurmClusters left when their process died (found by their ``chimera-lab:`` comment);
-        with ``everything=True`` also those of clusters still running. Returns the cancelled job ids."""
+        """Cancel the jobs SlurmClusters left when their process died (found by their ``chimera-lab:`` comment)
+        and remove their log directories under ``~/.chimera_lab/slurm`` once no job of theirs runs; with
+        ``everything=True`` also those of clusters still running. Returns the cancelled job ids."""
         out = _run(["squeue", "--me", "-h", "-o", "%i|%k"])
-        cancel = []
+        cancel, busy = [], set()
         for line in out.stdout.splitlines():
             job, _, comment = line.partition("|")
             tag, _, rest = comment.partition(":")
-            if tag == COMMENT and (everything or not owner_alive(rest.partition(":")[2])):
+            cluster, _, owner = rest.partition(":")
+            if tag == COMMENT and (everything or not owner_alive(owner)):
                 cancel.append(job)
+            elif tag == COMMENT:
+                busy.add(cluster)
         if cancel:
             _run(["scancel", *cancel], check=False)
+        for folder in log_root().glob("*"):
+            mark = folder / OWNER_FILE
+            if folder.name not in busy and mark.exists() and (everything or not owner_alive(mark.read_text())):
+                shutil.rmtree(folder, ignore_errors=True)
         return cancel
 
     def __repr__(self) -> str:
