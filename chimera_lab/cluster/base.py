@@ -302,7 +302,7 @@ class Launcher:
         failures = 0
         while not self._closing.wait(self.poll_interval):
             try:
-                names = [n for n in self.alive]
+                names = self.alive
                 if not names:
                     continue
                 for name, why in self._dead(names).items():
