@@ -89,8 +89,8 @@ class LauncherPanel(_Widget):
         self._sub_lock = threading.Lock()
         self._push_lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
+        self._refresher = _Every("chimera-launcher-panel-refresh", 1.0, self._refresh)  # before events can wake it
         self._subscribe()
-        self._refresher = _Every("chimera-launcher-panel-refresh", 1.0, self._refresh)
 
     # -- keeping up with the launcher -------------------------------------------------------------------
     def _subscribe(self) -> None:

@@ -813,8 +813,8 @@ class ClusterPanel(_Widget):
         self.snapshot = cluster_snapshot(manager)
         self._busy = threading.Lock()
         self._last_push = 0.0
+        self._refresher = _Every("chimera-panel-refresh", 0.5, self._refresh)  # before events can wake it
         self._unsubscribe = manager.subscribe(self._on_event)
-        self._refresher = _Every("chimera-panel-refresh", 0.5, self._refresh)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self._refresher.wake()
