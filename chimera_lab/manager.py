@@ -96,6 +96,7 @@ class WorkerInfo:
     offset: float = 0.0
     rtt: float | None = None
     nodes: list[str] = field(default_factory=list)
+    ended: bool = False  # its launcher saw it end: late messages from it do not bring it back
 
 
 @dataclass
@@ -379,6 +380,8 @@ class Manager:
         if wname is None:
             return
         worker = self.workers[wname]
+        if worker.ended:
+            return  # sent before its process, container or job ended, and read after its launcher said so
         worker.last_seen = time.monotonic()
         if worker.state == "lost":
             worker.state = "connected"
@@ -560,6 +563,8 @@ class Manager:
 
         def lost() -> None:
             w = self.workers.get(name)
+            if w is not None and w.state in ("connected", "disconnected", "lost"):
+                w.ended = True
             if w is not None and w.state in ("connected", "disconnected"):
                 log.error("Manager: worker %r lost: %s", name, reason)
                 was, w.state = w.state, "lost"

@@ -17,6 +17,7 @@ from pipeline_nodes import Count, Scale
 import chimera_lab as cp
 from chimera_lab.cluster import Launcher, LauncherError, LocalCluster, available_launchers, launcher
 from chimera_lab.cluster.local import wait_or_kill
+from chimera_lab.worker import HEARTBEAT
 
 
 def states(m: cp.Manager) -> dict[str, str]:
@@ -251,3 +252,21 @@ def test_workers_that_never_join_time_out_with_the_engines_hint() -> None:
                                                 r"within 1 s; the engine says: queued"):
             m.add_workers(_Nothing(1, timeout=1.0))
         assert time.monotonic() - t0 < 5 and m.launchers == []
+
+
+def test_a_worker_its_launcher_saw_end_is_not_brought_back_by_late_messages() -> None:
+    """Messages a worker sent before it died can be read after its launcher reported it lost; they must not
+    mark it connected again (a fit starting then would pick a dead worker). Here the worker is alive and keeps
+    sending heartbeats after the report: it stays lost, and a new process under its name is welcome."""
+    with cp.Manager(port=0) as m:
+        cluster = m.add_workers(LocalCluster(1))
+        m.worker_lost("local-0", "its process was seen to end (the test says so)")
+        wait_until(lambda: states(m)["local-0"] == "lost", 3, "local-0 to be lost")
+        watch_until = time.monotonic() + 3 * HEARTBEAT  # the invariant over three of its heartbeats
+        while time.monotonic() < watch_until:
+            assert states(m)["local-0"] == "lost", "a message of the ended worker brought it back"
+            time.sleep(0.02)
+        assert cluster._procs["local-0"].poll() is None  # it was alive and sending all along
+        cluster._procs["local-0"].kill()
+        wait_until(lambda: "local-0" in cluster.lost, 3, "the launcher to see local-0 end")
+        assert cluster.scale(1) == ["local-1"] and states(m)["local-1"] == "connected"
