@@ -26,7 +26,7 @@ import cloudpickle
 import networkx as nx
 import zmq
 
-from . import wire
+from . import transport, wire
 from .datachunk import DataChunk
 from .graph import Graph, GraphError
 from .records.collect import SessionState, new_session
@@ -40,7 +40,7 @@ log = logging.getLogger("chimera_lab.manager")
 
 HEARTBEAT_TIMEOUT = 3.0  # a worker silent this long is lost
 EVENT_PERIOD = 0.25  # metrics events at most this often (4 Hz)
-_LOCAL: dict[tuple[str, int], bytes] = {}  # Managers of this process: in-process workers find their key here
+_LOCAL: dict[tuple[str, int], tuple[bytes, bool]] = {}  # this process's Managers: (key, encrypt) for in-process workers
 _MANAGERS: weakref.WeakSet[Manager] = weakref.WeakSet()
 
 
@@ -49,8 +49,8 @@ def managers() -> list[Manager]:
     return [m for m in list(_MANAGERS) if not m._closing.is_set()]
 
 
-def local_manager_key(host: str, port: int) -> bytes | None:
-    """The key of a Manager running in this process at host:port (or listening on all interfaces), if any."""
+def local_manager_key(host: str, port: int) -> tuple[bytes, bool] | None:
+    """The (key, encrypt) of a Manager running in this process at host:port (or on all interfaces), if any."""
     host = "127.0.0.1" if host in ("localhost", "") else host
     return _LOCAL.get((host, port)) or _LOCAL.get(("0.0.0.0", port))
 
@@ -122,11 +122,15 @@ class Manager:
     ``logdir`` is where recorded sessions are written (default ``./chimera-logs``, created only when
     something is recorded). ``queue_bound`` is how many messages an "all" edge holds at each end before its
     producer waits (memory per edge ≈ 2 × queue_bound × message size); it applies to graphs committed later.
+
+    Every connection must present credentials derived from the token at the handshake (see `transport`);
+    ``encrypt=True`` also encrypts all traffic with CurveZMQ (workers then need ``--encrypt`` or
+    ``CHIMERA_ENCRYPT=1``; the launchers pass it on): recommended whenever traffic leaves this machine.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, logdir: str | os.PathLike[str] | None = None,
                  token: str | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
-                 queue_bound: int = ALL_HWM) -> None:
+                 queue_bound: int = ALL_HWM, encrypt: bool = False) -> None:
         if isinstance(queue_bound, bool) or not isinstance(queue_bound, int) or queue_bound < 1:
             raise ValueError(f"queue_bound must be a whole number of messages ≥ 1, got {queue_bound!r}")
         self.queue_bound = queue_bound
@@ -136,10 +140,14 @@ class Manager:
         self.logdir = Path(logdir) if logdir is not None else Path.cwd() / "chimera-logs"
         self.heartbeat_timeout = heartbeat_timeout
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.encrypt = bool(encrypt)
+        transport.raise_open_file_limit()  # a flood of connections must not starve the pipeline of descriptors
         self._router = self.ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._guard = transport.serve(self._router, self._key, f"Manager at {self.host}", self.encrypt)
         self.port = self._bind(port)
+        self._guard.what = f"Manager at {self.host}:{self.port}"
         self._lock = threading.RLock()
         self.workers: dict[str, WorkerInfo] = {}
         self._by_ident: dict[bytes, str] = {}
@@ -150,6 +158,8 @@ class Manager:
         self._panel: Any = None  # the ClusterPanel shown when this Manager is displayed in a notebook
         self.state = "idle"
         self.forged = 0
+        self.replayed = 0  # validly signed messages refused because they were seen before (replays)
+        self._data_signer = self.signer  # the committed graph's data-plane signer (see commit_graph)
         self._rejected: set[bytes] = set()
         self._pending: dict[str, tuple[Future[dict[str, Any]], str | None, str]] = {}
         self._ids = itertools.count(1)
@@ -162,7 +172,7 @@ class Manager:
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"chimera-manager-{self.port}", daemon=True)
         self._thread.start()
-        _LOCAL[(self.host, self.port)] = self._key
+        _LOCAL[(self.host, self.port)] = (self._key, self.encrypt)
         _MANAGERS.add(self)
         log.info("Server started at Port %d", self.port)
 
@@ -208,7 +218,12 @@ class Manager:
 
     def worker_command(self, name: str = "remote") -> str:
         """The exact ``cp-worker`` line to run on another machine to join this Manager."""
-        return f"cp-worker --ip {self.host} --port {self.port} --name {name} --token {self.token}"
+        encrypt = " --encrypt" if self.encrypt else ""
+        return f"cp-worker --ip {self.host} --port {self.port} --name {name} --token {self.token}{encrypt}"
+
+    def worker_environment(self) -> dict[str, str]:
+        """The environment a worker process needs to join this Manager (its token, and whether to encrypt)."""
+        return {"CHIMERA_TOKEN": self.token, **({"CHIMERA_ENCRYPT": "1"} if self.encrypt else {})}
 
     def __enter__(self) -> Manager:
         return self
@@ -355,6 +370,12 @@ class Manager:
         ident = frames[0]
         try:
             msg, blobs = wire.decode_control(self.signer, frames[1:])
+        except wire.ReplayError as exc:
+            with self._lock:
+                self.replayed += 1
+            if self.replayed <= 3 or self.replayed % 1000 == 0:
+                log.warning("Manager: refused a replayed message (%d so far): %s", self.replayed, exc)
+            return
         except wire.AuthError:
             with self._lock:
                 self.forged += 1
@@ -383,9 +404,8 @@ class Manager:
         if worker.ended:
             return  # sent before its process, container or job ended, and read after its launcher said so
         worker.last_seen = time.monotonic()
-        if worker.state == "lost":
-            worker.state = "connected"
-            self._emit({"type": "worker", "worker": wname, "state": "connected"})
+        if worker.state == "lost" and op != "bye":  # (a goodbye is not a comeback: it disconnects below)
+            self._readmit(worker)
         handler = getattr(self, f"_on_{op}", None)
         if handler is not None:
             handler(worker, msg)
@@ -422,6 +442,9 @@ class Manager:
             entry[0].set_result(msg)
 
     def _on_state(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
+        info = self.nodes.get(msg["node"])
+        if info is not None and info.state == "lost":
+            return  # sent before its worker was lost and came back (see _readmit): the node stays lost
         self._set_node_state(msg["node"], msg["state"])
 
     def _on_metrics(self, worker: WorkerInfo, msg: dict[str, Any]) -> None:
@@ -484,6 +507,21 @@ class Manager:
                 del self._pending[rid]
                 fut.set_result({"ok": False, "error": f"worker {worker.name!r} was {state}"})
         self._peers_lost(lost)
+
+    def _readmit(self, worker: WorkerInfo) -> None:
+        """A worker reported lost speaks again (it was stopped or cut off, not dead): it is connected again, and
+        empty. The graph went on without its nodes (their neighbours were unwired), so they stay lost, the worker
+        ends their processes, and it takes work again at the next commit_graph."""
+        ended = [n for n, i in self.nodes.items() if i.worker == worker.name and i.state == "lost"]
+        worker.state, worker.nodes = "connected", []
+        reason = (f"worker {worker.name!r} was lost and came back: re-admitted without its nodes (the graph went on "
+                  "without them); commit_graph again to give it work")
+        log.warning("Manager: %s; ended: %s", reason, ", ".join(ended) or "none")
+        self._send(worker.name, {"op": "reset"})
+        for n in ended:
+            self._on_error(worker, {"node": n, "error": f"node {n!r} was ended: {reason}"})
+        self._emit({"type": "worker", "worker": worker.name, "state": "connected", "readmitted": True,
+                    "reason": reason})
 
     def _peers_lost(self, lost: list[str]) -> None:
         """Tell the live neighbours of lost nodes to stop sending to / waiting for them."""
@@ -629,11 +667,14 @@ class Manager:
             for w in self.workers.values():
                 w.nodes = list(by_worker.get(w.name, []))
         self.state = "committing"
+        commit = uuid.uuid4().hex  # its data plane's key: data captured in another commit is refused in this one
+        self._data_signer = wire.Signer(wire.derive_key(self._key, f"data {commit}"))
         futs = {}
         for worker, names in by_worker.items():
             for name in names:
                 node = graph.get_node(name)
-                cfg = {"kind": graph.kind(node), "inputs": graph.inputs(node), "queue_bound": self.queue_bound}
+                cfg = {"kind": graph.kind(node), "inputs": graph.inputs(node), "queue_bound": self.queue_bound,
+                       "commit": commit}
                 futs[name] = self._request(worker, {"op": "spawn", "name": name, "config": cfg}, (blobs[name],))
         replies = self._wait(futs, timeout, "commit (prep)")
         failed = {n: r for n, r in replies.items() if not r.get("ok")}
@@ -825,6 +866,9 @@ class Manager:
                 "host": self.host,
                 "port": self.port,
                 "forged_messages": self.forged,
+                "replayed_messages": self.replayed,
+                "rejected": self._guard.rejected,  # connections refused at the handshake (no valid credentials)
+                "encrypted": self.encrypt,
                 "workers": {w.name: {"state": w.state, "hostname": w.hostname, "pid": w.pid, "cwd": w.cwd,
                                      "mode": w.mode, "clock_offset": w.offset, "rtt": w.rtt, "nodes": list(w.nodes)}
                             for w in self.workers.values()},
@@ -847,7 +891,8 @@ class Manager:
                     "steps": m.get("steps", 0), "rate": m.get("rate", 0.0),
                     "latency_p50_ms": None if p50 is None else p50 * 1e3,
                     "latency_p99_ms": None if p99 is None else p99 * 1e3,
-                    "errors": n.error_count, "forged": m.get("forged", 0),
+                    "errors": n.error_count, "forged": m.get("forged", 0), "replayed": m.get("replayed", 0),
+                    "rejected": m.get("rejected", 0),
                     "inputs": {}, "outputs": dict(m.get("outputs", {})),
                     "recording": m.get("recording", {"recording": False, "queued": 0, "streams": {}}),
                 }
@@ -883,6 +928,7 @@ class Tap:
         self._sock = manager.ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.CONFLATE, 1)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self.guard = transport.serve(self._sock, manager._key, f"tap of {node!r}", manager.encrypt)
         from .worker import local_address_towards
 
         # the address that faces the node's worker: the Manager's own, or one it also listens on (a Docker
@@ -894,7 +940,10 @@ class Tap:
         elif facing in manager.addresses:
             host = bind = facing
         port = self._sock.bind_to_random_port(f"tcp://{bind}")
+        self._signer = manager._data_signer
+        self._last_seq = 0
         self.forged = 0
+        self.replayed = 0
         self.closed = False
         manager._to_node(node, {"op": "tap", "tap": self.id, "addr": f"tcp://{host}:{port}"})
 
@@ -911,10 +960,15 @@ class Tap:
             if self._sock.poll(wait):
                 blob = self._sock.recv(copy=False)
                 try:
-                    header = wire.decode_data(self.manager.signer, wire.unpack_frames(blob.buffer))
+                    header = wire.decode_data(self._signer, wire.unpack_frames(blob.buffer))
                 except wire.AuthError:
                     self.forged += 1
                     continue
+                seq = header.get("q")
+                if type(seq) is not int or seq <= self._last_seq:  # sequence numbers only increase: a replay
+                    self.replayed += 1
+                    continue
+                self._last_seq = seq
                 if "eos" in header:
                     continue
                 return header

@@ -26,7 +26,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from . import wire
+from . import transport, wire
 from .datachunk import as_chunk
 from .node import Node, has_custom_main
 from .records.recorder import Recorder
@@ -67,6 +67,8 @@ class NodeRunner:
         self.cfg = config
         self.name: str = config["name"]
         self.signer = wire.Signer(config["key"])
+        # data messages are signed under this commit's own key: one captured in another commit is refused
+        self.data_signer = wire.Signer(wire.derive_key(config["key"], f"data {config.get('commit', '')}"))
         self.ctx = ctx or zmq.Context.instance()
         self.offset: float = config.get("clock_offset", 0.0)
         self.state = "spawning"
@@ -84,6 +86,7 @@ class NodeRunner:
         self.rate = 0.0
         self.errors = 0
         self.forged = 0
+        self.replayed = 0  # validly signed messages refused as replays (control and data)
         self.origin = 0.0  # creation time of the data being processed (Manager clock)
         self.hops: list[list[Any]] = []
         self.lat = [0.0] * LAT_RING
@@ -95,7 +98,10 @@ class NodeRunner:
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, self.name.encode())
         self.ctrl.setsockopt(zmq.LINGER, 2000)
+        self.encrypt = bool(config.get("encrypt", False))
+        transport.client(self.ctrl, config["key"], self.encrypt)
         self.ctrl.connect(config["worker_addr"])
+        self.guards: list[transport.Guard] = []  # of the input sockets: connections refused at the handshake
         self.poller = zmq.Poller()
         self.poller.register(self.ctrl, zmq.POLLIN)
         self.others_poller = zmq.Poller()
@@ -136,6 +142,9 @@ class NodeRunner:
                 return
             try:
                 msg, _ = wire.decode_control(self.signer, frames)
+            except wire.ReplayError:
+                self.replayed += 1
+                continue
             except wire.AuthError:
                 self.forged += 1
                 continue
@@ -205,6 +214,8 @@ class NodeRunner:
                 s.setsockopt(zmq.CONFLATE, 1)
             else:
                 s.setsockopt(zmq.RCVHWM, self.cfg.get("queue_bound", ALL_HWM))
+            self.guards.append(transport.serve(s, self.cfg["key"], f"node {self.name!r} (input from {i.src!r})",
+                                               self.encrypt))
             port = s.bind_to_random_port(f"tcp://{host}")
             i.sock, i.addr = s, f"tcp://{host}:{port}"
             self.poller.register(s, zmq.POLLIN)
@@ -216,6 +227,7 @@ class NodeRunner:
         s = self.ctx.socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 1000)
         s.setsockopt(zmq.SNDHWM, self.cfg.get("queue_bound", ALL_HWM) if policy == "all" else 2)
+        transport.client(s, self.cfg["key"], self.encrypt)
         s.connect(addr)
         return _Output(dst, policy, s)
 
@@ -239,7 +251,7 @@ class NodeRunner:
         else:
             created = self.origin
             hops = self.hops + [[self.name, now]]
-        frames = wire.encode_chunk(self.signer, chunk, self.seq, created, hops)
+        frames = wire.encode_chunk(self.data_signer, chunk, self.seq, created, hops)
         big = len(frames) > 2 and any(not isinstance(f, bytes) or len(f) >= wire.BIG for f in frames[2:])
         packed = None
         for o in self.outputs:
@@ -303,17 +315,20 @@ class NodeRunner:
             return None
         try:
             frames = wire.unpack_frames(raw.buffer) if i.policy == "latest" else raw
-            header = wire.decode_data(self.signer, frames)
+            header = wire.decode_data(self.data_signer, frames)
         except wire.AuthError:
             self.forged += 1
+            return {}
+        seq = header.get("q")
+        if type(seq) is not int or seq <= i.last_seq:  # a replay (sequence numbers only increase), or malformed
+            self.replayed += 1
             return {}
         if "eos" in header:  # whatever the sender sent after what we got is lost: count it
             i.eos = True
             if header["eos"] > i.last_seq:
                 i.dropped += header["eos"] - i.last_seq
-                i.last_seq = header["eos"]
+            i.last_seq = seq
             return {}
-        seq = header["q"]
         if seq > i.last_seq + 1:
             i.dropped += seq - i.last_seq - 1
         i.last_seq = seq
@@ -449,6 +464,8 @@ class NodeRunner:
             "latency_p99": p99,
             "errors": self.errors,
             "forged": self.forged,
+            "replayed": self.replayed,
+            "rejected": sum(g.rejected for g in self.guards),
             "inputs": {i.src: {"received": i.received, "dropped": i.dropped, "superseded": i.superseded,
                                "policy": i.policy} for i in self.inputs},
             "outputs": {o.dst: {"sent": o.sent, "dropped": o.dropped, "policy": o.policy} for o in self.outputs},
@@ -537,7 +554,8 @@ class NodeRunner:
 
     def send_eos(self) -> None:
         """Tell every downstream node how much this node sent (so it knows when it has it all)."""
-        frames = wire.encode_eos(self.signer, self.seq)
+        self.seq += 1  # the marker's own sequence number: data after a restart comes after it
+        frames = wire.encode_eos(self.data_signer, self.seq - 1, self.seq)
         for o in self.outputs:
             if o.policy == "all":
                 try:

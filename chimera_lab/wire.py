@@ -1,8 +1,10 @@
 """Every byte on the wire: signing, framing and (de)serialization of control and data messages.
 
-Frames of every message: ``[mac, header, *buffers]``.
+Frames of every message: ``[mac + flags, header, *buffers]``.
 
-- ``mac`` is HMAC-SHA256 (the cluster key) over ``header`` and every buffer it covers.
+- ``mac`` is HMAC-SHA256 (the cluster key) over ``flags``, ``header`` and every buffer it covers; ``flags`` is one
+  byte per buffer (0: covered by the MAC, 1: covered by its length and digest in the header, see below), so a
+  receiver checks the MAC without parsing anything.
 - ``header`` is msgpack. Control messages: a dict with ``"op"``. Data messages: see `encode_chunk`.
 - Every buffer is covered by the MAC in full, except raw ``ndarray`` buffers from 64 KiB up and file
   chunks sent while collecting a session: those are covered by their length and XXH3-64 digest, which sit
@@ -10,8 +12,12 @@ Frames of every message: ``[mac, header, *buffers]``.
   Their bytes are only ever reinterpreted as numbers or written to a file (never parsed, never unpickled),
   and a full MAC over them would halve large-array throughput. JPEG buffers, which libjpeg parses, always
   get the full MAC.
-- Nothing is decoded before the MAC checks (the header is msgpack-parsed to learn which buffers the MAC
-  covers; anything malformed there is an AuthError).
+- Nothing is decoded before the MAC checks: not the header, not a buffer.
+- Replays: every control message carries a stamp ``"_s": [stream, count, time]`` (the sender's random stream id,
+  a counter, its clock); a receiver refuses a count it has seen on that stream, or one older than a window of
+  the last `REPLAY_WINDOW` counts, and a new stream whose first message is older than `MAX_AGE` (ReplayError).
+  Data messages carry a sequence number per sender (refused unless it increases) under a key of their commit
+  (`data_key`), so a data message captured during one commit is worthless in any other.
 
 Sealed frames (`Signer.seal`) are the one exception to that layout: one frame, a MAC then a body whose layout
 the caller fixes (the parameter channel of distributed SGD: a struct header, then the parameters). They are
@@ -22,9 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import pickle
 import secrets
 import struct
+import threading
+import time
 from typing import Any
 
 import msgpack
@@ -36,15 +45,27 @@ from .datachunk import DataChunk
 MAC_SIZE = 32
 BIG = 64 * 1024  # buffers from this size up travel zero-copy and are covered by length + XXH3-64
 _PLAIN = (type(None), bool, int, float, str, bytes)
+REPLAY_WINDOW = 4096  # control counts a receiver remembers per stream (threads of one sender may reorder sends)
+MAX_AGE = 900.0  # seconds: a new stream whose first message is older than this is a replay (or a clock far off)
+MAX_STREAMS = 65_536  # senders remembered per receiver (the oldest is forgotten first)
 
 
 class AuthError(Exception):
     """A message failed its signature check (unsigned, forged or under another key)."""
 
 
+class ReplayError(AuthError):
+    """A validly signed message that this receiver has already had, or that is too old to be fresh: a replay."""
+
+
 def new_key() -> bytes:
     """A fresh random cluster key."""
     return secrets.token_bytes(32)
+
+
+def derive_key(key: bytes, purpose: str) -> bytes:
+    """A key for one purpose (e.g. one commit's data plane), derived from the cluster key."""
+    return hmac.digest(key, b"chimera-lab " + purpose.encode(), "sha256")
 
 
 def key_from_token(token: str) -> bytes:
@@ -59,13 +80,42 @@ def key_from_token(token: str) -> bytes:
 
 
 class Signer:
-    """Signs and verifies frames with HMAC-SHA256 under one cluster key."""
+    """Signs and verifies frames with HMAC-SHA256 under one cluster key; as a sender of control messages it
+    stamps them (`stamp`), as a receiver it refuses stamps it has seen (`check_stamp`)."""
 
-    __slots__ = ("_hmac", "_seal_key")
+    __slots__ = ("_hmac", "_seal_key", "stream", "_count", "_streams", "_lock")
 
     def __init__(self, key: bytes) -> None:
         self._hmac = hmac.new(key, digestmod=hashlib.sha256)
         self._seal_key = hmac.digest(key, b"chimera-lab sealed frames", "sha256")
+        self.stream = secrets.token_bytes(8)  # this sender's stream of control messages
+        self._count = itertools.count(1)
+        self._streams: dict[bytes, _Window] = {}
+        self._lock = threading.Lock()
+
+    def stamp(self) -> list[Any]:
+        """The replay stamp of the next control message: [stream, count, time]."""
+        return [self.stream, next(self._count), time.time()]
+
+    def check_stamp(self, stamp: Any) -> None:
+        """Refuse (ReplayError) a stamp this receiver has seen, or a new stream that is not fresh."""
+        try:
+            stream, count, sent = stamp
+            if type(stream) is not bytes or type(count) is not int or not isinstance(sent, (int, float)):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise AuthError("malformed message: no valid replay stamp") from None
+        with self._lock:
+            window = self._streams.get(stream)
+            if window is None:
+                age = time.time() - sent
+                if abs(age) > MAX_AGE:
+                    raise ReplayError(f"the first message of a sender is {age:+.0f} s old: a replay, or its clock is "
+                                      f"more than {MAX_AGE:.0f} s off (set the clocks right, e.g. with NTP)")
+                if len(self._streams) >= MAX_STREAMS:
+                    del self._streams[next(iter(self._streams))]
+                window = self._streams[stream] = _Window()
+            window.accept(count)
 
     def sign(self, frames: list[Any]) -> bytes:
         """The MAC of `frames` (each frame's length is signed too, so frames cannot be re-split)."""
@@ -96,8 +146,27 @@ class Signer:
         return body
 
 
+class _Window:
+    """The counts seen on one stream: refuses a count seen before, or older than the last REPLAY_WINDOW."""
+
+    __slots__ = ("high", "seen")
+
+    def __init__(self) -> None:
+        self.high = 0
+        self.seen: set[int] = set()
+
+    def accept(self, count: int) -> None:
+        if count <= self.high - REPLAY_WINDOW or count in self.seen:
+            raise ReplayError("a message this receiver has already had (a replay)")
+        self.seen.add(count)
+        if count > self.high:
+            self.high = count
+            if len(self.seen) > 2 * REPLAY_WINDOW:
+                self.seen = {c for c in self.seen if c > count - REPLAY_WINDOW}
+
+
 # --------------------------------------------------------------------------------------------------
-# control messages: [mac, msgpack(dict), *blobs]; blobs (e.g. pickled nodes) are fully MAC-covered
+# control messages: [mac + flags, msgpack(dict), *blobs]; blobs (e.g. pickled nodes) are fully MAC-covered
 # --------------------------------------------------------------------------------------------------
 def encode_control(signer: Signer, msg: dict[str, Any], blobs: tuple[bytes, ...] = (),
                    digest_blobs: bool = False) -> list[bytes]:
@@ -107,18 +176,22 @@ def encode_control(signer: Signer, msg: dict[str, Any], blobs: tuple[bytes, ...]
     only for bytes that are never parsed or unpickled and are checked again anyway (file chunks, whose
     file's SHA-256 is verified at the end).
     """
+    msg = {**msg, "_s": signer.stamp()}
     if digest_blobs and blobs:
-        msg = {**msg, "x": [[i, len(b), xxhash.xxh3_64_intdigest(b)] for i, b in enumerate(blobs)]}
+        msg["x"] = [[i, len(b), xxhash.xxh3_64_intdigest(b)] for i, b in enumerate(blobs)]
     header = msgpack.packb(msg, use_bin_type=True)
+    flags = (b"\x01" if digest_blobs else b"\x00") * len(blobs)
     covered = [] if digest_blobs else list(blobs)
-    return [signer.sign([header, *covered]), header, *blobs]
+    return [signer.sign([flags, header, *covered]) + flags, header, *blobs]
 
 
 def decode_control(signer: Signer, frames: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
-    """The (message, blobs) of signed control frames; AuthError if the signature fails."""
+    """The (message, blobs) of signed control frames; AuthError if the signature fails, ReplayError (an
+    AuthError) if this receiver has had the message before."""
     msg, blobs = _verified(signer, frames)
-    if "op" not in msg:
+    if "op" not in msg or "_s" not in msg:
         raise AuthError("malformed control message")
+    signer.check_stamp(msg.pop("_s"))
     msg.pop("x", None)
     return msg, blobs
 
@@ -194,16 +267,18 @@ def encode_chunk(signer: Signer, chunk: DataChunk, seq: int, created: float, hop
     header: dict[str, Any] = {"q": seq, "t": created, "h": hops, "r": recs}
     covered: list[Any] = []
     big = []
+    flags = bytearray(len(bufs))
     for i, b in enumerate(bufs):
         n = _nbytes(b)
         if n >= BIG and recs_encoding_raw(recs, i):  # ndarray buffers only
             big.append([i, n, xxhash.xxh3_64_intdigest(b)])
+            flags[i] = 1
         else:
             covered.append(b)
     if big:
         header["x"] = big
     hb = msgpack.packb(header, use_bin_type=True)
-    return [signer.sign([hb, *covered]), hb, *bufs]
+    return [signer.sign([flags, hb, *covered]) + flags, hb, *bufs]
 
 
 def recs_encoding_raw(recs: list[list[Any]], index: int) -> bool:
@@ -217,23 +292,28 @@ def recs_encoding_raw(recs: list[list[Any]], index: int) -> bool:
     return False
 
 
-def encode_eos(signer: Signer, last_seq: int) -> list[bytes]:
-    """Signed end-of-stream marker: `last_seq` is the sequence number of the sender's last message."""
-    hb = msgpack.packb({"eos": last_seq})
-    return [signer.sign([hb]), hb]
+def encode_eos(signer: Signer, last_seq: int, seq: int) -> list[bytes]:
+    """Signed end-of-stream marker: `last_seq` is the sequence number of the sender's last data message, `seq` the
+    marker's own (greater: a receiver refuses sequence numbers that do not increase, so a replayed marker)."""
+    hb = msgpack.packb({"eos": last_seq, "q": seq})
+    return [signer.sign([b"", hb]), hb]
 
 
 def _verified(signer: Signer, frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
-    """The header and buffers of `[mac, header, *buffers]` once they check out; AuthError otherwise.
+    """The header and buffers of `[mac + flags, header, *buffers]` once they check out; AuthError otherwise.
 
-    The header is parsed first, to learn which buffers are covered by a digest (header["x"]) rather than
-    by the MAC: msgpack is safe to parse, nothing in it is acted on before the checks, and anything
-    malformed is an AuthError.
+    The MAC is checked first, over the flags, the header and the buffers the flags say it covers: nothing is
+    parsed before that. Then the header is parsed, and the buffers it covers by length and digest are checked.
     """
     if len(frames) < 2:
         raise AuthError("malformed message")
+    first = frames[0].bytes if hasattr(frames[0], "bytes") else bytes(frames[0])
     hb = frames[1].bytes if hasattr(frames[1], "bytes") else frames[1]
     bufs = [f.buffer if hasattr(f, "buffer") else f for f in frames[2:]]
+    flags = first[MAC_SIZE:]
+    if len(first) < MAC_SIZE or len(flags) != len(bufs) or flags.strip(b"\x00\x01"):
+        raise AuthError("malformed message")
+    signer.verify(first[:MAC_SIZE], [flags, hb, *(b for b, f in zip(bufs, flags, strict=True) if not f)])
     try:
         header = msgpack.unpackb(hb, raw=False)
         if not isinstance(header, dict):
@@ -241,10 +321,10 @@ def _verified(signer: Signer, frames: list[Any]) -> tuple[dict[str, Any], list[A
         big = {int(i): (int(n), int(c)) for i, n, c in header.get("x", ())}
     except Exception:
         raise AuthError("malformed message") from None
-    mac = frames[0].bytes if hasattr(frames[0], "bytes") else frames[0]
-    signer.verify(mac, [hb, *(b for i, b in enumerate(bufs) if i not in big)])
+    if set(big) != {i for i, f in enumerate(flags) if f}:
+        raise AuthError("malformed message: the digests listed do not match the flags")
     for i, (n, c) in big.items():
-        if i >= len(bufs) or _nbytes(bufs[i]) != n or xxhash.xxh3_64_intdigest(bufs[i]) != c:
+        if _nbytes(bufs[i]) != n or xxhash.xxh3_64_intdigest(bufs[i]) != c:
             raise AuthError("buffer does not match its signed length and digest")
     return header, bufs
 

@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 import zmq
 
-from . import wire
+from . import transport, wire
 from .records import files
 from .runner import NodeRunner, write_config
 from .waker import Waker
@@ -35,7 +35,10 @@ from .waker import Waker
 log = logging.getLogger("chimera_lab.worker")
 
 HEARTBEAT = 0.5  # seconds between heartbeats (each is also a clock-offset probe)
-MANAGER_SILENCE = 10.0  # a Manager silent this long is considered gone
+# a Manager silent this long is considered gone: the worker ends its nodes and exits. 5 s (> the Manager's 3 s
+# heartbeat timeout, so a Manager busy for a moment is not given up on) keeps the promise that every worker and
+# node process of a killed Manager is gone within 10 s: silence + ending the nodes (≤ 3 s) + exit.
+MANAGER_SILENCE = 5.0
 NODE_OPS = ("wire", "start", "stop", "record", "tap", "untap", "unwire", "teardown")
 PROCESS_MODES = ("process", "thread")
 
@@ -103,7 +106,7 @@ class Worker:
 
     def __init__(self, name: str, mode: str = "process", token: str | None = None,
                  data_host: str | None = None, data_dir: str | os.PathLike[str] | None = None,
-                 health_file: str | os.PathLike[str] | None = None) -> None:
+                 health_file: str | os.PathLike[str] | None = None, encrypt: bool | None = None) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " /\\"):
             raise ValueError(f"Worker name must be a non-empty string without spaces or slashes, got {name!r}")
         if mode not in PROCESS_MODES:
@@ -111,6 +114,8 @@ class Worker:
         self.name = name
         self.mode = mode
         self.token = token
+        #: CurveZMQ for all traffic (the Manager's choice; None: as a Manager of this process, else CHIMERA_ENCRYPT)
+        self.encrypt = encrypt
         #: where this worker's nodes record, until the Manager collects it
         self.data_dir = Path(data_dir if data_dir is not None else Path.cwd() / "chimera-data").resolve()
         # replies (and their blobs) from background threads, sent by the loop
@@ -129,6 +134,7 @@ class Worker:
         self.children: dict[str, _Child] = {}
         self._clock: deque[tuple[float, float]] = deque(maxlen=20)  # (round trip, offset) samples
         self.forged = 0
+        self.replayed = 0  # validly signed messages refused as replays
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._welcome = threading.Event()
@@ -143,7 +149,7 @@ class Worker:
         if self._thread is not None:
             raise WorkerError(f"Worker {self.name!r} is already connected to {self.host}:{self.port}")
         host = _normalize(host)
-        key = self._find_key(host, port, token)
+        key, self.encrypt = self._find_key(host, port, token)
         probe(host, port, timeout)
         self.host, self.port = host, port
         self.signer = wire.Signer(key)
@@ -157,7 +163,9 @@ class Worker:
                 break
             if time.monotonic() > deadline:
                 self._reject = (f"the Manager at {host}:{port} did not answer within {timeout:.0f} s: the token "
-                                "is probably wrong (use the manager.token of this Manager)")
+                                "is probably wrong (use the manager.token of this Manager), or the Manager is "
+                                + ("not encrypted (drop --encrypt)" if self.encrypt else
+                                   "encrypted (pass --encrypt or CHIMERA_ENCRYPT=1)"))
                 break
         if not self._welcome.is_set():
             self._stop.set()
@@ -167,18 +175,23 @@ class Worker:
         log.info("Worker %r connected to the Manager at %s:%s", self.name, host, port)
         return self
 
-    def _find_key(self, host: str, port: int, token: str | None) -> bytes:
-        token = token or self.token
-        if token:
-            return wire.key_from_token(token)
+    def _find_key(self, host: str, port: int, token: str | None) -> tuple[bytes, bool]:
+        """The cluster key, and whether to encrypt."""
         from .manager import local_manager_key
 
-        key = local_manager_key(host, port)
-        if key is not None:
-            return key
-        env = os.environ.get("CHIMERA_TOKEN")
-        if env:
-            return wire.key_from_token(env)
+        if self.encrypt is None:
+            encrypt = os.environ.get("CHIMERA_ENCRYPT", "").strip().lower() not in ("", "0", "no", "false", "off")
+        else:
+            encrypt = self.encrypt
+        token = token or self.token
+        if token:
+            return wire.key_from_token(token), encrypt
+        local = local_manager_key(host, port)
+        if local is not None:
+            return local[0], local[1] if self.encrypt is None else encrypt
+        env_token = os.environ.get("CHIMERA_TOKEN")
+        if env_token:
+            return wire.key_from_token(env_token), encrypt
         raise WorkerError(
             f"no token to authenticate with the Manager at {host}:{port}: pass token=manager.token "
             "(or --token on the command line), or set CHIMERA_TOKEN"
@@ -218,9 +231,15 @@ class Worker:
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.IDENTITY, f"{self.name}:{uuid.uuid4().hex[:8]}".encode())
         self.dealer.setsockopt(zmq.LINGER, 1000)
+        transport.client(self.dealer, self._key, bool(self.encrypt))
+        # until welcomed: a handshake the Manager refuses says why at once (wrong token, encryption or not)
+        handshake = self.dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         self.dealer.connect(f"tcp://{self.host}:{self.port}")
         self.nodes_sock = ctx.socket(zmq.ROUTER)
         self.nodes_sock.setsockopt(zmq.LINGER, 0)
+        self.nodes_guard = transport.serve(self.nodes_sock, self._key, f"worker {self.name!r} (its nodes' socket)",
+                                           bool(self.encrypt))
         nport = self.nodes_sock.bind_to_random_port("tcp://127.0.0.1")
         self.nodes_addr = f"tcp://127.0.0.1:{nport}"
         self._waker = Waker(ctx)
@@ -228,15 +247,25 @@ class Worker:
         poller.register(self.dealer, zmq.POLLIN)
         poller.register(self.nodes_sock, zmq.POLLIN)
         poller.register(self._waker.socket, zmq.POLLIN)
+        poller.register(handshake, zmq.POLLIN)
         self._send({"op": "hello", "name": self.name, "pid": os.getpid(), "hostname": socket.gethostname(),
                     "cwd": os.getcwd(), "mode": self.mode, "data_host": self.data_host,
                     "data_dir": str(self.data_dir),
                     "python": sys.version.split()[0]})
         last_seen = time.monotonic()
+        last_turn = last_seen  # when the loop last ran: a process stopped (SIGSTOP, a debugger) missed the Manager
         next_hb = 0.0
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(100))
+                if handshake in events:
+                    self._reject = self._handshake_failed(handshake)
+                    if self._reject:
+                        return
+                if self._welcome.is_set() and not handshake.closed:
+                    poller.unregister(handshake)
+                    self.dealer.disable_monitor()
+                    handshake.close(0)
                 if self.dealer in events:
                     while True:
                         try:
@@ -248,6 +277,9 @@ class Worker:
                             return
                         try:
                             msg, blobs = wire.decode_control(self.signer, frames)
+                        except wire.ReplayError:
+                            self.replayed += 1
+                            continue
                         except wire.AuthError:
                             self.forged += 1
                             continue
@@ -273,6 +305,9 @@ class Worker:
                     self._watch_children()
                     if self.health_file is not None and self._welcome.is_set() and now - last_seen < 2 * HEARTBEAT + 1:
                         self.health_file.touch()
+                if now - last_turn > 1.0:  # this process was not running: that was not the Manager's silence
+                    last_seen += now - last_turn
+                last_turn = now
                 if self._welcome.is_set() and now - last_seen > MANAGER_SILENCE:
                     self.exit_reason = f"lost contact with the Manager at {self.host}:{self.port}"
                     log.error("Worker %r: %s; stopping its nodes", self.name, self.exit_reason)
@@ -282,9 +317,26 @@ class Worker:
             if self._tasks is not None:  # a running task is abandoned (its thread is a daemon's, see _call)
                 self._tasks.shutdown(wait=False, cancel_futures=True)
             self._send({"op": "bye"})
+            if not handshake.closed:
+                handshake.close(0)
             self.dealer.close(500)
             self.nodes_sock.close(0)
             self._waker.close()
+
+    def _handshake_failed(self, monitor: zmq.Socket[bytes]) -> str | None:
+        """Why the Manager refused this worker's handshake (None: no refusal among the events)."""
+        while monitor.poll(0):
+            event = int.from_bytes(monitor.recv_multipart()[0][:2], "little")
+            where = f"the Manager at {self.host}:{self.port}"
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                return f"{where} refused this worker's credentials: the token does not match (use manager.token)"
+            if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                if self.encrypt:
+                    return (f"{where} did not complete an encrypted handshake: the token does not match, or that "
+                            "Manager is not encrypted (drop --encrypt / CHIMERA_ENCRYPT)")
+                return (f"{where} refused a plain handshake: it is encrypted (Manager(encrypt=True)); pass "
+                        "--encrypt or set CHIMERA_ENCRYPT=1")
+        return None
 
     def _send(self, msg: dict[str, Any]) -> None:
         self.dealer.send_multipart(wire.encode_control(self.signer, msg))
@@ -324,6 +376,10 @@ class Worker:
             if child is not None:
                 child.expected_exit = True
                 child.kill()
+        elif op == "reset":  # re-admitted after being lost: the graph went on without its nodes, so they end
+            for name, child in self.children.items():
+                child.expected_exit = True
+                self._to_node(name, {"op": "teardown"})
         elif op == "shutdown":
             self.exit_reason = "the Manager shut down"
             self._stop.set()
@@ -379,7 +435,8 @@ class Worker:
         if old is not None:
             old.expected_exit = True
             old.kill()
-        cfg = {**msg["config"], "name": name, "node": blob, "key": self._key, "req": msg["id"],
+        cfg = {**msg["config"], "name": name, "node": blob, "key": self._key, "encrypt": self.encrypt,
+               "req": msg["id"],
                "worker_addr": self.nodes_addr, "bind_host": self.data_host, "clock_offset": self.offset,
                "data_dir": str(self.data_dir),
                "sys_path": [p for p in sys.path if p]}
@@ -444,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", default=None,
                    help="the Manager's token (manager.token); better: set CHIMERA_TOKEN, or CHIMERA_TOKEN_FILE to "
                         "a file holding it, so it is not on the command line")
+    p.add_argument("--encrypt", action="store_true", default=None,
+                   help="encrypt all traffic (CurveZMQ), for a Manager made with encrypt=True (or CHIMERA_ENCRYPT=1)")
     p.add_argument("--mode", choices=PROCESS_MODES, default="process", help="a process per node, or threads")
     p.add_argument("--data-host", default=None,
                    help="address to bind node inputs on (default: the one facing the Manager)")
@@ -471,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
               "manager.worker_command())", file=sys.stderr)
         return 2
     worker = Worker(args.name, mode=args.mode, token=token, data_host=args.data_host, data_dir=args.data_dir,
-                    health_file=args.health_file)
+                    health_file=args.health_file, encrypt=args.encrypt)
     signal.signal(signal.SIGTERM, lambda *_: worker.shutdown())
     try:
         worker.connect(args.host, args.port, timeout=args.timeout)

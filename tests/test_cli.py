@@ -67,9 +67,24 @@ def test_wrong_token_is_rejected_with_a_clear_error(cluster: Cluster):
     out = subprocess.run([cli_worker_path(), "--ip", m.host, "--port", str(m.port), "--name", "x",
                           "--token", "ab" * 32, "--timeout", "5"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
-    assert "not accepted" in out.stderr and "token" in out.stderr
+    assert "refused this worker's credentials: the token does not match (use manager.token)" in out.stderr
     assert "x" not in m.status()["workers"]
-    assert m.status()["forged_messages"] >= 1
+    assert m.status()["rejected"] >= 1  # refused at the handshake: not one message of it was read
+
+
+def test_encryption_mismatch_is_named(tmp_path: Path):
+    with cp.Manager(port=0, encrypt=True) as m:
+        out = subprocess.run([cli_worker_path(), "--ip", m.host, "--port", str(m.port), "--name", "x",
+                              "--token", m.token, "--timeout", "5"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1
+        assert "it is encrypted (Manager(encrypt=True)); pass --encrypt or set CHIMERA_ENCRYPT=1" in out.stderr
+        proc = subprocess.Popen([cli_worker_path(), *m.worker_command("enc").split()[1:]])
+        try:
+            wait_until(lambda: m.status()["workers"].get("enc", {}).get("state") == "connected", 15,
+                       "the encrypted worker to join")
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_missing_and_malformed_token(tmp_path: Path):

@@ -65,11 +65,26 @@ def test_on_error_stop_stops_the_node(cluster: Cluster):
     m.stop()
 
 
-def test_forged_control_messages_are_dropped_and_counted(cluster: Cluster):
+def test_a_peer_without_the_cluster_credentials_is_refused_at_the_handshake(cluster: Cluster):
     m = cluster.manager
-    ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.DEALER)
+    s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"tcp://{m.host}:{m.port}")
+    try:
+        s.send_multipart([b"\0" * 32, msgpack.packb({"op": "hello", "name": "intruder"})])
+        wait_until(lambda: m.status()["rejected"] >= 1, 10, "the connection to be refused and counted")
+        assert not s.poll(200) and m.status()["forged_messages"] == 0  # nothing got through to be read
+        assert "intruder" not in m.status()["workers"]
+    finally:
+        s.close()
+
+
+def test_forged_control_messages_are_dropped_and_counted(cluster: Cluster):
+    # a peer past the handshake (it has the transport credentials) still cannot sign
+    m = cluster.manager
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    cp.transport.client(s, m._key)
     s.connect(f"tcp://{m.host}:{m.port}")
     try:
         hello = msgpack.packb({"op": "hello", "name": "intruder"})
@@ -97,6 +112,7 @@ def test_forged_data_messages_are_dropped_and_counted(cluster: Cluster):
     m.start()
     s = zmq.Context.instance().socket(zmq.PUSH)
     s.setsockopt(zmq.LINGER, 1000)
+    cp.transport.client(s, m._key)
     s.connect(addr)
     other = cp.wire.Signer(cp.wire.new_key())
     chunk = cp.DataChunk()
@@ -104,11 +120,18 @@ def test_forged_data_messages_are_dropped_and_counted(cluster: Cluster):
     for _ in range(5):
         s.send_multipart(cp.wire.encode_chunk(other, chunk, 10**6, time.time(), []))
     s.send_multipart([b"x" * 32, msgpack.packb({"q": 1})])
+    s.send_multipart(cp.wire.encode_chunk(m.signer, chunk, 10**6, time.time(), []))  # the cluster key, not the commit's
     s.close()
-    wait_until(lambda: node_metric(m, "sink", "forged") >= 6, 10, "forged data to be counted")
+    stranger = zmq.Context.instance().socket(zmq.PUSH)  # and one without the credentials: refused at the handshake
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect(addr)
+    stranger.send_multipart(cp.wire.encode_chunk(other, chunk, 10**6, time.time(), []), zmq.NOBLOCK)
+    wait_until(lambda: node_metric(m, "sink", "forged") >= 7, 10, "forged data to be counted")
+    wait_until(lambda: node_metric(m, "sink", "rejected") >= 1, 10, "the stranger to be refused")
+    stranger.close()
     m.stop()
     met = m.metrics()["sink"]
-    assert met["errors"] == 0
+    assert met["errors"] == 0 and met["forged"] == 7
     assert met["inputs"]["source"]["received"] == met["steps"] == m.metrics()["source"]["steps"]
 
 

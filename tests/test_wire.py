@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,14 @@ from chimera_lab.datachunk import DataChunk
 from chimera_lab.wire import (
     BIG,
     MAC_SIZE,
+    REPLAY_WINDOW,
     AuthError,
+    ReplayError,
     Signer,
     chunk_from_header,
     decode_control,
     decode_data,
+    derive_key,
     encode_chunk,
     encode_control,
     encode_eos,
@@ -31,13 +35,23 @@ from chimera_lab.wire import (
     unpack_frames,
 )
 
-
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
+_KEYS: dict[int, bytes] = {}
+
+
 @pytest.fixture
 def signer() -> Signer:
-    return Signer(new_key())
+    key = new_key()
+    s = Signer(key)
+    _KEYS[id(s)] = key
+    return s
+
+
+def signer_key(s: Signer) -> bytes:
+    """The key of a `signer` fixture (another Signer under it is another sender or receiver)."""
+    return _KEYS[id(s)]
 
 
 @dataclass
@@ -430,8 +444,9 @@ def test_an_empty_chunk_round_trips(signer: Signer) -> None:
 
 
 def test_end_of_stream_marker_round_trips_and_is_signed(signer: Signer) -> None:
-    frames = on_wire(encode_eos(signer, 17))
-    assert decode_data(signer, frames)["eos"] == 17
+    frames = on_wire(encode_eos(signer, 17, 18))
+    header = decode_data(signer, frames)
+    assert header["eos"] == 17 and header["q"] == 18
     with pytest.raises(AuthError):
         decode_data(Signer(new_key()), frames)
     forged = on_wire([frames[0], msgpack.packb({"eos": 1_000_000})])
@@ -662,7 +677,7 @@ def test_truncated_control_messages_are_rejected(signer: Signer) -> None:
 def test_signed_control_without_op_is_rejected(signer: Signer, payload: Any) -> None:
     header = msgpack.packb(payload, use_bin_type=True)
     with pytest.raises(AuthError, match="malformed"):
-        decode_control(signer, [signer.sign([header]), header])
+        decode_control(signer, [signer.sign([b"", header]), header])
 
 
 def test_a_data_message_is_not_accepted_as_a_control_message(signer: Signer) -> None:
@@ -827,3 +842,102 @@ def test_a_sealed_frame_and_a_control_message_cannot_pass_for_each_other(signer:
     sealed = signer.seal(header)
     with pytest.raises(AuthError):
         decode_control(signer, [sealed[:32], sealed[32:]])
+
+
+# --------------------------------------------------------------------------------------------------
+# flags: which buffers the MAC covers is itself signed, and read without parsing anything
+# --------------------------------------------------------------------------------------------------
+def test_the_flags_say_which_buffers_the_mac_covers(signer: Signer) -> None:
+    frames = mixed_message(signer)
+    assert frames[0][MAC_SIZE:] == b"\x00\x00\x00\x01"  # small array, pickle, pickle buffer: MAC; big array: digest
+
+
+@pytest.mark.parametrize("flags", [b"\x00\x00\x00\x00", b"\x01\x00\x00\x01", b"\x00\x00\x00",
+                                   b"\x00\x00\x00\x01\x00", b"\x00\x00\x00\x02"],
+                         ids=["big-as-covered", "small-as-digest", "short", "long", "bad-flag"])
+def test_changed_flags_are_rejected(signer: Signer, flags: bytes) -> None:
+    frames = mixed_message(signer)
+    with pytest.raises(AuthError):
+        decode_data(signer, [frames[0][:MAC_SIZE] + flags, *frames[1:]])
+
+
+def test_nothing_is_parsed_before_the_mac_check(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chimera_lab.wire as wire
+
+    parsed: list[bytes] = []
+    real = wire.msgpack.unpackb
+    monkeypatch.setattr(wire.msgpack, "unpackb", lambda b, **kw: parsed.append(b) or real(b, **kw))
+    frames = mixed_message(signer)
+    parsed.clear()
+    for forged in (flip(frames, 1, 3), flip(frames, 2, 1), [os.urandom(MAC_SIZE + 4), *frames[1:]]):
+        with pytest.raises(AuthError):
+            decode_data(signer, forged)
+    assert parsed == []
+    decode_data(signer, frames)
+    assert len(parsed) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# replays: a control message is accepted once
+# --------------------------------------------------------------------------------------------------
+def test_a_control_message_is_accepted_once(signer: Signer) -> None:
+    sender = Signer(signer_key(signer))
+    frames = on_wire(encode_control(sender, CONTROL, (b"blob",)))
+    assert decode_control(signer, frames)[0] == CONTROL
+    with pytest.raises(ReplayError, match="already had"):
+        decode_control(signer, frames)
+
+
+def test_replays_are_refused_out_of_order_too(signer: Signer) -> None:
+    sender = Signer(signer_key(signer))
+    msgs = [on_wire(encode_control(sender, {"op": "x", "i": i})) for i in range(10)]
+    for i in (3, 1, 0, 9, 2, 8, 4, 7, 5, 6):  # threads of one sender may reorder: all accepted, once each
+        assert decode_control(signer, msgs[i])[0]["i"] == i
+    for frames in msgs:
+        with pytest.raises(ReplayError):
+            decode_control(signer, frames)
+
+
+def test_a_message_older_than_the_window_is_refused(signer: Signer) -> None:
+    sender = Signer(signer_key(signer))
+    old = on_wire(encode_control(sender, {"op": "old"}))
+    for _ in range(REPLAY_WINDOW):
+        decode_control(signer, on_wire(encode_control(sender, {"op": "new"})))
+    with pytest.raises(ReplayError):
+        decode_control(signer, old)
+
+
+def test_each_receiver_accepts_a_message_once(signer: Signer) -> None:
+    frames = on_wire(encode_control(signer, CONTROL))
+    for _ in range(3):  # one message sent to three receivers (a broadcast): each takes it
+        assert decode_control(Signer(signer_key(signer)), frames)[0] == CONTROL
+
+
+def test_a_stale_first_message_is_refused_as_a_replay(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chimera_lab.wire as wire
+
+    sender = Signer(signer_key(signer))
+    frames = on_wire(encode_control(sender, CONTROL))
+    later = time.time() + wire.MAX_AGE + 60
+    monkeypatch.setattr(wire.time, "time", lambda: later)
+    with pytest.raises(ReplayError, match="clock"):
+        decode_control(signer, frames)
+
+
+def test_a_control_message_without_a_stamp_is_rejected(signer: Signer) -> None:
+    header = msgpack.packb({"op": "start"}, use_bin_type=True)
+    with pytest.raises(AuthError, match="malformed"):
+        decode_control(signer, [signer.sign([b"", header]), header])
+    for stamp in ([b"s", "1", 1.0], [b"s", 1], "n", [1, 1, 1.0]):
+        header = msgpack.packb({"op": "start", "_s": stamp}, use_bin_type=True)
+        with pytest.raises(AuthError, match="stamp"):
+            decode_control(signer, [signer.sign([b"", header]), header])
+
+
+def test_a_data_key_is_derived_per_purpose() -> None:
+    key = new_key()
+    a, b = derive_key(key, "data 1"), derive_key(key, "data 2")
+    assert a != b and a != key and len(a) == 32 and derive_key(key, "data 1") == a
+    frames = on_wire(encode_eos(Signer(a), 1, 2))
+    with pytest.raises(AuthError):
+        decode_data(Signer(b), frames)

@@ -326,7 +326,7 @@ class DockerCluster(Launcher):
                 raise LauncherError(f"DockerCluster: {what} was given per worker for {len(values)} workers; scale "
                                     "to at most that many, or give one value for all workers")
 
-            env = {**self.env, **(pick(self.worker_env, "worker_env") or {}), "CHIMERA_TOKEN": m.token,
+            env = {**self.env, **(pick(self.worker_env, "worker_env") or {}), **m.worker_environment(),
                    "CHIMERA_LAB_HEALTH_FILE": HEALTH_FILE, "CHIMERA_LAB_MANAGER": f"{address}:{m.port}",
                    "CHIMERA_LAB_WORKER_NAME": name, "CHIMERA_LAB_WORKER_INDEX": str(i)}
             entrypoint: list[str] | None

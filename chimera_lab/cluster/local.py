@@ -55,7 +55,8 @@ class LocalCluster(Launcher):
 
     def _grow(self, count: int) -> list[str]:
         m = self.manager
-        env = {**os.environ, "CHIMERA_TOKEN": m.token, "PYTHONUNBUFFERED": "1"}
+        inherited = {k: v for k, v in os.environ.items() if k != "CHIMERA_ENCRYPT"}  # the Manager decides
+        env = {**inherited, **m.worker_environment(), "PYTHONUNBUFFERED": "1"}
         names = self._next_names(count)
         for name in names:
             with open(self._logdir / f"{name}.log", "wb") as out:  # the child keeps its own copy

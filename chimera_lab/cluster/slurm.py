@@ -219,7 +219,8 @@ class SlurmCluster(Launcher):
     def _grow(self, count: int) -> list[str]:
         m = self.manager
         names = self._next_names(count)
-        env = {**os.environ, **self.env, "CHIMERA_TOKEN": m.token, "PYTHONUNBUFFERED": "1"}
+        inherited = {k: v for k, v in os.environ.items() if k != "CHIMERA_ENCRYPT"}  # the Manager decides
+        env = {**inherited, **self.env, **m.worker_environment(), "PYTHONUNBUFFERED": "1"}
         for name in names:
             out = _run(["sbatch", "--parsable", "--export=ALL"], stdin=self.job_script(name), env=env, check=False)
             if out.returncode != 0:

@@ -121,7 +121,8 @@ class SwarmCluster(Launcher):
         labels = {LABEL: self.id, LABEL_OWNER: owner}
         self.secret = client.secrets.create(name=f"chimera-{self.id}-token", data=m.token.encode(), labels=labels)
         slot = "{{.Task.Slot}}"  # a swarm template: each replica's slot number
-        env = {**self.env, "CHIMERA_TOKEN_FILE": TOKEN_FILE, "CHIMERA_LAB_WORKER_NAME": f"{self.prefix}-{slot}",
+        env = {**self.env, **{k: v for k, v in m.worker_environment().items() if k != "CHIMERA_TOKEN"},
+               "CHIMERA_TOKEN_FILE": TOKEN_FILE, "CHIMERA_LAB_WORKER_NAME": f"{self.prefix}-{slot}",
                "CHIMERA_LAB_MANAGER": f"{address}:{m.port}", "CHIMERA_LAB_HEALTH_FILE": HEALTH_FILE}
         resources = None
         if self.mem_limit is not None or self.cpus is not None:

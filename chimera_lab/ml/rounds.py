@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from .. import wire
+from .. import transport, wire
 from ..manager import Manager
 from .linear import Penalty, Problem, local_epochs
 
@@ -55,11 +55,13 @@ def _serve(w: Any, port: int, session: bytes, key: str, problem: Problem, penalt
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, w.name.encode())
     sock.setsockopt(zmq.RCVTIMEO, 500)  # a blocking receive with a timeout: one call per round
+    transport.client(sock, w._key, bool(w.encrypt))
     sock.connect(f"tcp://{w.host}:{port}")
     seal = w.signer.seal
     try:
         sock.send(seal(_REP.pack(session, HELLO, 0, len(X), 0.0, 0.0, 0.0)))
         idle = time.monotonic()
+        last_round = 0  # rounds only go up
         while True:
             try:
                 frame = sock.recv()
@@ -73,8 +75,9 @@ def _serve(w: Any, port: int, session: bytes, key: str, problem: Problem, penalt
                 sess, op, rnd, batch, epochs, eta = _REQ.unpack_from(body)
             except (wire.AuthError, struct.error):
                 continue  # not from our estimator: dropped unread
-            if sess != session:
-                continue
+            if sess != session or (rnd <= last_round and op != STOP):
+                continue  # another fit's, or a round already answered (a replay): dropped
+            last_round = rnd
             if op == STOP:
                 return {"rounds": rounds, "ended": "stop"}
             theta = np.frombuffer(body, dtype=np.float64, offset=_REQ.size)
@@ -134,6 +137,7 @@ class Channel:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._sock.setsockopt(zmq.RCVTIMEO, 50)  # between answers, look at the workers' tasks every 50 ms
+        self.guard = transport.serve(self._sock, manager._key, "the parameter channel", manager.encrypt)
         port, endpoints = _bind_everywhere(self._sock, manager.addresses)
         self.address = " or ".join(endpoints)
         self._round = 0

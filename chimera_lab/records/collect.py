@@ -90,7 +90,9 @@ def collect(manager: Manager, move: bool = True, keep_on_worker: bool = False, p
     for w in sorted(s.workers):
         info = manager.workers.get(w)
         if info is None or info.state != "connected":
-            s.missing[w] = f"worker {w!r} is {'unknown' if info is None else info.state}"
+            nodes = sorted(n for n, i in manager.nodes.items() if i.worker == w)
+            s.missing[w] = (f"worker {w!r} is {'unknown' if info is None else info.state}, so what its nodes "
+                            f"({', '.join(nodes) or 'none'}) recorded was not collected")
             continue
         r = manager._request(w, {"op": "files", "session": s.id}).result(timeout)
         if not r.get("ok"):
@@ -105,8 +107,12 @@ def collect(manager: Manager, move: bool = True, keep_on_worker: bool = False, p
             local = move and same_machine(r)
             transferred = []
             for f in r["files"]:
-                dst = (s.path / w / f["path"]).resolve()
-                if not dst.is_relative_to(s.path.resolve()):
+                base = (s.path / w).resolve()  # a worker's files go in its own folder, and only there
+                try:
+                    dst = (base / f["path"]).resolve()
+                except (TypeError, ValueError):  # not a str, or a NUL byte in it
+                    raise CollectError(f"worker {w!r} listed a file with an invalid path: {f['path']!r}") from None
+                if dst == base or not dst.is_relative_to(base):
                     raise CollectError(f"worker {w!r} listed a file outside its session: {f['path']!r}")
                 stats["files"] += 1
                 if not local and not (dst.exists() and dst.stat().st_size == f["size"]
@@ -172,9 +178,11 @@ def _transfer(manager: Manager, worker: str, session: str, f: dict[str, Any], ds
             off, n, fut = pending.popleft()
             r = fut.result(timeout)
             blob = (r.get("_blobs") or [b""])[0]
-            if not r.get("ok") or len(blob) != n:
+            chunk_ok = isinstance(blob, (bytes, bytearray, memoryview))  # not, if the header had its own "_blobs"
+            if not r.get("ok") or not chunk_ok or len(blob) != n:
+                why = r.get("error") or ("short read" if chunk_ok else "the reply holds no file chunk")
                 raise CollectError(f"transfer of {f['path']!r} from worker {worker!r} failed at byte {off}: "
-                                   f"{r.get('error') or 'short read'}; run collect() again to resume")
+                                   f"{why}; run collect() again to resume")
             writer.put(blob)
             h.update(blob)
             stats["transferred_bytes"] += n

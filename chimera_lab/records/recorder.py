@@ -170,7 +170,11 @@ class ImageStream(Stream):
         ok, buf = cv2.imencode(".png", value)
         if not ok:
             raise RecordingError(f"image stream {self.name!r}: OpenCV could not encode the image")
-        tmp.write_bytes(buf.tobytes())
+        try:
+            tmp.write_bytes(buf.tobytes())
+        except OSError:  # a full disk: what part of it was written would only take room from the other streams
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.folder / rel)  # whole images only, even after a crash
         self.files.append(rel)
         self.stamp(created, written, rel)
@@ -266,6 +270,24 @@ class LinesStream(Stream):
             line = value if value.endswith("\n") else value + "\n"
         self._data.write(line if self.kind == "text" else line + "\n")
         self.stamp(created, written)
+
+
+class _Unwritable(Stream):
+    """A stream whose files could not be created (a full disk): it writes nothing and counts what it is given
+    as lost."""
+
+    def __init__(self, folder: Path, name: str, kind: str, error: str) -> None:  # opens no file
+        self.folder, self.name, self.kind, self.error = folder, name, kind, error
+        self.samples = self.lost = 0
+        self.first = self.last = None
+        self.files = []
+        self._data = None
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _cell(v: Any) -> Any:
@@ -477,9 +499,10 @@ class Recorder:
             assert self.folder is not None
             try:
                 s = self.streams[name] = _new_stream(kind, self.folder, name)
-            except OSError as exc:
-                self.errors.put(f"recording stream {name!r} of node {self.node!r} cannot be created: {exc}")
-                return
+            except OSError as exc:  # reported once; this and every later sample of the stream is counted lost
+                msg = f"disk: recording stream {name!r} of node {self.node!r} cannot be created: {exc}"
+                s = self.streams[name] = _Unwritable(self.folder, name, kind, msg)
+                self.errors.put(msg + " (its samples are counted as lost)")
         if s.error is not None and s.error.startswith("disk"):
             s.lost += len(value) if kind == "tabular" else 1
             return
