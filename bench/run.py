@@ -351,6 +351,31 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def measure_encrypted(quick: bool, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The figures that move bytes, again with Manager(encrypt=True) (CurveZMQ on every socket): the cost of
+    encryption, beside raw pyzmq (unencrypted, from this run) and our unencrypted figure (the note)."""
+    scale = 5 if quick else 1
+    out: list[dict[str, Any]] = []
+    plain = {r["what"]: r for r in rows}
+    with cp.Manager(port=0, encrypt=True) as m, LocalCluster(2, manager=m) as cluster:
+        for what, kind, n, unit in (("small messages, lossless throughput", "small", 200_000 // scale, "msg/s"),
+                                    ("640x480 image unpaced, delivered", "image", 3000 // scale, "fps"),
+                                    ("1 MiB ndarray per message", "array", 2000 // scale, "GB/s")):
+            r = run_pipeline(cluster, kind, n, rate_hz=None)
+            arr = r["arrivals"]
+            rate = (len(arr) - 1) / (arr[-1] - arr[0])
+            value = rate * (1 << 20) / 1e9 if kind == "array" else rate
+            base = plain[what]
+            row = {"what": f"{what}, encrypt=True", "raw_pyzmq": base["raw_pyzmq"], "chimera_lab": value,
+                   "unit": unit, "target": "informational (CurveZMQ)", "ok": len(arr) == n,
+                   "note": f"unencrypted {base['chimera_lab']:.4g} {unit}: {value / base['chimera_lab']:.2f}x; "
+                           f"lost {n - len(arr)} of {n}"}
+            print(f"  {row['what']}: raw {row['raw_pyzmq']:.4g} {unit}, chimera_lab {value:.4g} {unit} "
+                  f"({row['note']})", flush=True)
+            out.append(row)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke run)")
@@ -358,6 +383,7 @@ def main() -> int:
     args = p.parse_args()
     print("chimera_lab benchmarks (each beside raw pyzmq measured in this run)", flush=True)
     rows = measure(args.quick)
+    rows += measure_encrypted(args.quick, rows)
     raw_gbps = next(r["raw_pyzmq"] for r in rows if r["what"].startswith("1 MiB"))
     rows += measure_recording(args.quick, raw_gbps)
     rows += measure_browser(args.quick)

@@ -195,6 +195,14 @@ def _mapping(mapping: Any, names: Iterable[str], where: str) -> dict[str, list[s
     return out
 
 
+def _finite(value: int | float) -> bool:
+    """Whether `value` is a finite float, or an int a float holds (a bigger one overflows)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _positions(positions: Any, names: Iterable[str], where: str) -> dict[str, list[float]]:
     """``{node name: [x, y]}`` from a mapping of node names or Nodes to two numbers."""
     known = set(names)
@@ -206,7 +214,7 @@ def _positions(positions: Any, names: Iterable[str], where: str) -> dict[str, li
         if not isinstance(name, str) or name not in known:
             raise GraphError(f"{where} has a position for {name!r}, but the graph has no such node")
         coords = [v.item() if isinstance(v, np.generic) else v for v in xy] if isinstance(xy, Iterable) else []
-        if len(coords) != 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+        if len(coords) != 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and _finite(c)
                                        for c in coords):
             raise GraphError(f"{where}[{name!r}] must be [x, y] (two finite numbers), got {xy!r}")
         out[name] = coords
@@ -338,7 +346,7 @@ def graph_from_dict(d: Any, trust: bool = False, *, graph_class: type[Graph] = G
         if not _NAME_RE.fullmatch(name):
             raise GraphError(f"{where}: node names are letters, digits, '_', '-' or '.'")
         ref = _get(rec, "class", str, where)
-        if not re.fullmatch(r"[\w.]+:[\w.<>]+", ref):
+        if not re.fullmatch(r"\w[\w.]*:[\w.<>]+", ref):  # an absolute module: import_module("..") is a TypeError
             raise GraphError(f"{where}: 'class' must be 'module:QualName', got {ref!r}")
         args = _get(rec, "args", dict, where, {})
         blob = _get(rec, "by_value", str, where, None)
@@ -415,6 +423,8 @@ def from_json(text: str | bytes, trust: bool = False, *, graph_class: type[Graph
         d = json.loads(text)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise GraphError(f"not a chimera_lab graph: invalid JSON ({exc})") from exc
+    except RecursionError:
+        raise GraphError("not a chimera_lab graph: the JSON is nested too deeply to read") from None
     graph, mapping, positions = graph_from_dict(d, trust=trust, graph_class=graph_class)
     if mapping is not None:
         graph.graph["mapping"] = mapping

@@ -391,8 +391,7 @@ class Manager:
             if self.forged <= 3 or self.forged % 1000 == 0:
                 log.warning("Manager: dropped an unsigned or forged message (%d so far)", self.forged)
             return
-        if blobs:
-            msg["_blobs"] = blobs
+        msg["_blobs"] = blobs  # always: a "_blobs" key of the header itself never stands for frames
         op = msg["op"]
         if op == "hello":
             self._on_hello(ident, msg)

@@ -11,7 +11,8 @@ happens at the ZeroMQ handshake, before a connection can carry a message:
   so idle or slow connections cost a file descriptor for seconds, not forever;
 - the soft open-file limit is raised to the hard one (`raise_open_file_limit`);
 - every refused connection is counted on its socket's `Guard` (``Manager.status()["rejected"]``), and the
-  first one is logged (then every 1,000th).
+  first one is logged (then every 1,000th); a peer that hangs up before presenting anything (a worker's
+  reachability probe) held nothing and is not counted.
 
 PLAIN sends the derived password in clear, as one connection's admission ticket: on 127.0.0.1 only root can
 read it, and it cannot sign a message. Across networks use ``Manager(encrypt=True)``.
@@ -19,6 +20,7 @@ read it, and it cannot sign a message. Across networks use ``Manager(encrypt=Tru
 
 from __future__ import annotations
 
+import errno
 import hmac
 import itertools
 import logging
@@ -35,6 +37,7 @@ log = logging.getLogger("chimera_lab.transport")
 
 HANDSHAKE_TIMEOUT = 3.0  # seconds a connection gets to present the cluster's credentials
 USERNAME = b"chimera-lab"
+_HUNG_UP = (errno.EPIPE, errno.ECONNRESET)
 _REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -110,7 +113,7 @@ class _Gate:
         self.ctx = ctx
         self.guards: dict[bytes, Guard] = {}  # by ZAP domain
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, Guard]] = []
+        self._pending: list[tuple[zmq.Socket[Any], Guard]] = []
         self._ids = itertools.count(1)
         self._zap = ctx.socket(zmq.REP)
         self._zap.linger = 0
@@ -131,10 +134,15 @@ class _Gate:
         domain = f"chimera-lab-{n}".encode()
         guard = Guard(what, creds, encrypt)
         addr = f"inproc://chimera-gate-monitor-{id(self)}-{n}"
-        sock.monitor(addr, _REFUSED)  # on the socket's own thread; the gate thread reads the events
+        sock.monitor(addr, _REFUSED | zmq.EVENT_MONITOR_STOPPED)  # on the socket's own thread
+        # connected here, before `sock` can close (else its last event, MONITOR_STOPPED, would never come and the
+        # monitor would stay open); handed to the gate thread, which reads the events (the lock is the barrier)
+        mon = self.ctx.socket(zmq.PAIR)
+        mon.linger = 0
+        mon.connect(addr)
         with self._lock:
             self.guards[domain] = guard
-            self._pending.append((addr, guard))
+            self._pending.append((mon, guard))
         sock.setsockopt(zmq.ZAP_DOMAIN, domain)
         with self._wake_lock:
             self._wake_out.send(b"")
@@ -153,10 +161,7 @@ class _Gate:
                         self._wake_in.recv()
                     with self._lock:
                         pending, self._pending = self._pending, []
-                    for addr, guard in pending:
-                        mon = self.ctx.socket(zmq.PAIR)
-                        mon.linger = 0
-                        mon.connect(addr)
+                    for mon, guard in pending:
                         monitors[mon] = guard
                         poller.register(mon, zmq.POLLIN)
                 if self._zap in events:
@@ -164,10 +169,16 @@ class _Gate:
                 for mon in [m for m in monitors if m in events]:
                     frames = mon.recv_multipart()
                     event = int.from_bytes(frames[0][:2], "little")
+                    value = int.from_bytes(frames[0][2:6], "little")
                     if event == zmq.EVENT_MONITOR_STOPPED:
                         poller.unregister(mon)
                         mon.close(0)
-                        del monitors[mon]
+                        guard = monitors.pop(mon)
+                        with self._lock:  # its socket is closed: forget its domain too
+                            for domain in [d for d, g in self.guards.items() if g is guard]:
+                                del self.guards[domain]
+                    elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and value in _HUNG_UP:
+                        pass  # the peer hung up before presenting anything (a reachability probe): it held nothing
                     elif event & _REFUSED:
                         monitors[mon].refused(auth=event == zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         except zmq.ContextTerminated:

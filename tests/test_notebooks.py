@@ -121,6 +121,11 @@ EXPECTED_OUTPUTS: dict[str, list[str | re.Pattern[str]]] = {
         *(re.compile(rf"^{name} +connected .* cwd /home/chimera$", re.M) for name in ("docker-0", "docker-1")),
         re.compile(r"^frames crossed: [1-9]\d* from edges on docker-1 to edge_stats on local-0", re.M),
         re.compile(r"^one frame's way: camera \(docker-0, [^)]*\) -> edges \(docker-1, ", re.M),
+        re.compile(r"^encrypted: True \| workers: \['secure-0'\]", re.M),
+        re.compile(r"^cp-worker --ip 127\.0\.0\.1 --port \d+ --name lab-pc-1 --token [0-9a-f]{8}\.\.\. --encrypt$",
+                   re.M),
+        re.compile(r"^strangers refused: [3-9], messages read from them: 0$", re.M),
+        re.compile(r"^without --encrypt: .*it is encrypted \(Manager\(encrypt=True\)\); pass --encrypt", re.M),
         re.compile(r"cp-worker 'docker-0' connected to the Manager at 127\.0\.0\.1:\d+"),  # manager.logs
         re.compile(r"^CpuShares: 512$", re.M),
         re.compile(r"^Memory: 536870912 bytes", re.M),

@@ -111,6 +111,14 @@ def call_workers(manager: Manager, names: Sequence[str], fn: Callable[..., Any],
     return results, errors
 
 
+def _finite(value: int | float) -> bool:
+    """Whether `value` is a finite float, or an int a float holds (a bigger one overflows)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def to_matrix(columns: Any, rows: Any, training: Sequence[str]) -> np.ndarray:
     """The rows to predict as floats, columns in the training order; RequestError saying what is wrong."""
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
@@ -135,7 +143,7 @@ def to_matrix(columns: Any, rows: Any, training: Sequence[str]) -> np.ndarray:
             raise RequestError(f"X_pred_rows[{i}] has {len(row)} values but X_pred_columns names {width} columns; "
                                "give one value per column")
         for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
                 raise RequestError(f"X_pred_rows[{i}][{j}] (column {columns[j]!r}) is {v!r}; every value must be a "
                                    "finite number")
     X = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)

@@ -207,6 +207,9 @@ class Api:
             return json.loads(text, parse_constant=_no_constant)
         except ValueError as exc:
             raise HTTPError(400, f"the body is not valid JSON: {exc}")
+        except RecursionError:
+            raise HTTPError(400, "the body is JSON nested too deeply to read; send a flat object like "
+                            '{"X_pred_columns": [...], "X_pred_rows": [[...], ...]}')
 
 
 def _no_constant(name: str) -> Any:

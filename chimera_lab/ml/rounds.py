@@ -77,12 +77,14 @@ def _serve(w: Any, port: int, session: bytes, key: str, problem: Problem, penalt
                 continue  # not from our estimator: dropped unread
             if sess != session or (rnd <= last_round and op != STOP):
                 continue  # another fit's, or a round already answered (a replay): dropped
-            last_round = rnd
             if op == STOP:
                 return {"rounds": rounds, "ended": "stop"}
+            if len(body) != _REQ.size + 8 * problem.size:
+                continue  # not this problem's parameters: dropped (only a peer with the key could send it)
+            last_round = rnd
             theta = np.frombuffer(body, dtype=np.float64, offset=_REQ.size)
             t0 = time.perf_counter()
-            if batch < 0 or batch >= len(X):
+            if batch <= 0 or batch >= len(X):
                 batch = len(X)
             if op == GRAD:
                 if batch == len(X):
@@ -131,6 +133,7 @@ class Channel:
     def __init__(self, manager: Manager, workers: list[str], key: str, problem: Problem, penalty: Penalty,
                  seeds: dict[str, int], timeout: float | None = None) -> None:
         self.signer = manager.signer
+        self._size = problem.size  # floats in every answer's vector
         self.session = uuid.uuid4().bytes[:6]
         self.timeout = timeout
         self._sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
@@ -189,6 +192,8 @@ class Channel:
             who = ident.decode(errors="replace")
             if who not in waiting or sess != self.session or got_op != op or got_rnd != rnd:
                 continue
+            if op != HELLO and len(body) != _REP.size + 8 * self._size:
+                continue  # not this problem's vector: dropped
             waiting.discard(who)
             if op == HELLO:
                 self.sizes[who] = n
