@@ -97,6 +97,15 @@ def test_up_commit_run_and_down_from_magics(ip, capsys):
         magic(ip, "stop")
 
 
+def test_up_encrypt_gives_an_encrypted_cluster(ip):
+    magic(ip, "up --workers 1 --encrypt")
+    m = ip.user_ns["manager"]
+    try:
+        assert m.status()["encrypted"] is True and list(m.status()["workers"].values())[0]["state"] == "connected"
+    finally:
+        magic(ip, "down")
+
+
 def test_commit_errors_are_one_line(ip):
     magic(ip, "up --workers 1")
     with pytest.raises(UsageError, match="cannot find the graph 'nope'"):

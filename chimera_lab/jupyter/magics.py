@@ -58,6 +58,8 @@ def spread(graph: Graph, workers: list[str]) -> dict[str, list[str]]:
 @argument("--swarm", type=int, default=0, metavar="N",
           help="also start N workers as the replicas of a Docker Swarm service (SwarmCluster, on DOCKER_HOST's swarm)")
 @argument("--port", "-p", type=int, default=0, help="the Manager's port (default: any free port)")
+@argument("--encrypt", action="store_true",
+          help="encrypt all traffic (CurveZMQ; for workers on other machines; the launchers pass it on)")
 @argument("--mode", choices=("process", "thread"), default=None,
           help="one process per node, or threads (default: process, thread when memory is short)")
 def _up(line: str) -> None:
@@ -250,7 +252,7 @@ class ChimeraMagics(Magics):
                               mode=args.mode)
         local = sizing.workers if workers is None else workers
         kinds = {"docker": DockerCluster, "slurm": SlurmCluster, "swarm": SwarmCluster}
-        m = Manager(port=args.port)
+        m = Manager(port=args.port, encrypt=args.encrypt)
         try:
             if local:
                 m.add_workers(LocalCluster(local, mode=sizing.mode))
