@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: env demo test lint typecheck unit bench clean editor classroom-check binder-pins screenshot
+.PHONY: env demo test lint typecheck unit bench soak clean editor classroom-check binder-pins screenshot
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: lint typecheck unit classroom-check  ## ruff, mypy, the whole test suite, 
 
 bench: env                        ## the performance budget, each figure beside raw pyzmq
 	$(BIN)/python bench/run.py
+
+soak: env                         ## 10 minutes of frames and small messages on 2 workers: RSS growth per process, 0 lost
+	$(BIN)/python bench/soak.py
 
 editor:                           ## rebuild the GraphEditor's browser bundle (chimera_lab/jupyter/static/graph_editor.*)
 	cd widgets/graph_editor && npm ci && npm run build

@@ -45,7 +45,7 @@ from .datachunk import DataChunk
 MAC_SIZE = 32
 BIG = 64 * 1024  # buffers from this size up travel zero-copy and are covered by length + XXH3-64
 _PLAIN = (type(None), bool, int, float, str, bytes)
-REPLAY_WINDOW = 4096  # control counts a receiver remembers per stream (threads of one sender may reorder sends)
+REPLAY_WINDOW = 1024  # control counts a receiver remembers per stream (threads of one sender may reorder sends)
 MAX_AGE = 900.0  # seconds: a new stream whose first message is older than this is a replay (or a clock far off)
 MAX_STREAMS = 65_536  # senders remembered per receiver (the oldest is forgotten first)
 

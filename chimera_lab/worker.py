@@ -339,7 +339,14 @@ class Worker:
         return None
 
     def _send(self, msg: dict[str, Any]) -> None:
-        self.dealer.send_multipart(wire.encode_control(self.signer, msg))
+        frames = wire.encode_control(self.signer, msg)
+        if self._welcome.is_set():
+            self.dealer.send_multipart(frames)
+            return
+        try:  # not welcomed yet: a handshake the Manager refused leaves no connection, and a send would block
+            self.dealer.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the handshake monitor says why (see _handshake_failed)
 
     def _handle(self, msg: dict[str, Any], blobs: list[bytes], frames: list[bytes]) -> None:
         op = msg["op"]
