@@ -25,9 +25,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw_pyzmq  # noqa: E402
-from docker_workers import measure_docker  # noqa: E402
-from launchers import measure_launchers  # noqa: E402
-from ml import measure_ml  # noqa: E402
 
 import chimera_lab as cp  # noqa: E402
 from chimera_lab.cluster import LocalCluster  # noqa: E402
@@ -381,6 +378,11 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke run)")
     p.add_argument("--json", default="bench/results/latest.json", help="where to write the results")
     args = p.parse_args()
+    # imported here, not at the top: docker_workers imports this module (its nodes), which must not import it back
+    from docker_workers import measure_docker
+    from launchers import measure_launchers
+    from ml import measure_ml
+
     print("chimera_lab benchmarks (each beside raw pyzmq measured in this run)", flush=True)
     rows = measure(args.quick)
     rows += measure_encrypted(args.quick, rows)
