@@ -29,6 +29,7 @@ from browser_rig import (  # noqa: E402
     browser_unavailable,
     count_frames,
     kernel_eval,
+    lesson_only,
     open_notebook,
     run_all_and_wait,
 )
@@ -48,6 +49,7 @@ def measure(seconds: float = 5.0) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         notebooks = Path(tmp) / "notebooks"
         shutil.copytree(ROOT / "notebooks", notebooks)
+        lesson_only(notebooks / NOTEBOOK)  # without its exercises, whose last cell ends the pipeline to be watched
         with JupyterLab(notebooks, scratch=Path(tmp) / "rig") as lab, browser(lab.scratch) as b:
             page = b.new_context(viewport={"width": 1280, "height": 1400}).new_page()
             open_notebook(page, lab, NOTEBOOK)
